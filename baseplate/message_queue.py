@@ -1,0 +1,977 @@
+"""A fast, safe wrapper around POSIX message queues (``mq_overview(7)``).
+
+The layers: ``build_ffi.py`` declares the C surface, ``baseplate._mqueue`` is
+the raw cffi binding it generates, and this module is the Python API. Every
+``errno`` becomes an exception in one place, :func:`_error_for`.
+
+How waiting works: the queue descriptor is left in blocking mode, so a plain
+:meth:`MessageQueue.get` or :meth:`MessageQueue.put` is a single system call
+that sleeps in the kernel with the GIL released. When :mod:`select` has been
+monkey-patched (gevent, eventlet), or under asyncio, or with a timeout of 0,
+calls instead *try* (an already expired deadline, so the kernel never sleeps)
+and wait for the descriptor to become ready through the patched
+``select.select`` or the event loop, so other greenlets and tasks run.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import operator
+import os
+import resource
+import select
+import threading
+import time
+import warnings
+from typing import TYPE_CHECKING, Any, Iterable, List, NoReturn, Optional, Union
+
+from baseplate._mqueue import ffi, lib
+
+if TYPE_CHECKING:  # pragma: no cover
+    import asyncio
+    from types import TracebackType
+
+__all__ = [
+    "InvalidParametersError",
+    "Message",
+    "MessageQueue",
+    "MessageQueueError",
+    "MessageQueueOSError",
+    "MessageTooLargeError",
+    "QueueClosedError",
+    "QueueExistsError",
+    "QueueNotFoundError",
+    "QueuePermissionError",
+    "TimedOutError",
+    "unlink",
+    "validate_name",
+]
+
+#: What :meth:`MessageQueue.put` accepts: text (sent as UTF-8) or bytes-like data.
+MessageData = Union[str, bytes, bytearray, memoryview]
+
+#: Priorities run from 0 (lowest, the default) to ``PRIORITY_MAX - 1``.
+PRIORITY_MAX: int = lib.MQ_PRIO_MAX
+#: The longest name after the leading slash, in bytes.
+NAME_MAX: int = lib.NAME_MAX
+#: The largest timeout accepted, in seconds (about 292 years).
+TIMEOUT_MAX: float = float((2**63 - 1) // 10**9 // 2)
+
+_LONG_MAX = 2 ** (8 * ffi.sizeof("long") - 1) - 1
+_WOULD_BLOCK = (errno.ETIMEDOUT, errno.EAGAIN)
+_FOREVER = -1  # deadline sentinels understood by the bp_* helpers
+_NOW = 0
+# Largest receive buffer get_many() allocates per call (it loops for more).
+_BATCH_BUFFER_MAX = 1 << 20
+# The kernel's own ceilings, which bind even privileged users (ipc/mqueue.c).
+_HARD_MSGMAX = 65536
+_HARD_MSGSIZEMAX = 16 * 1024 * 1024
+# Per-message bookkeeping the kernel charges to RLIMIT_MSGQUEUE (64-bit).
+_KERNEL_BYTES_PER_MESSAGE = 96
+
+_unpack = ffi.unpack
+_BUFFER_HEADER = ffi.offsetof("struct bp_buffer", "data")
+_monotonic_ns = time.monotonic_ns
+# Receive buffers are filled by the kernel: zeroing them first is wasted work.
+_alloc = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+def _native_select(candidate: Any) -> Any:
+    """Return ``candidate`` if it is the interpreter's own ``select.select``."""
+    return candidate if getattr(candidate, "__module__", None) == "select" else None
+
+
+# When select.select is still this function, blocking in the kernel is fine;
+# when gevent or eventlet has replaced it, waits must go through theirs.
+_NATIVE_SELECT = _native_select(select.select)
+
+
+# --------------------------------------------------------------------------
+# Exceptions
+
+
+class MessageQueueError(Exception):
+    """Base class of every error raised by this module."""
+
+
+class TimedOutError(MessageQueueError):
+    """The operation did not complete before its timeout.
+
+    ``sent`` is the number of messages :meth:`MessageQueue.put_many` had sent
+    before the timeout ran out (0 for other operations).
+    """
+
+    def __init__(self, message: str = "timed out", sent: int = 0) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class InvalidParametersError(MessageQueueError, ValueError):
+    """A parameter was rejected: by our checks, or by the kernel (``EINVAL``)."""
+
+
+class QueueClosedError(MessageQueueError, ValueError):
+    """The queue object was closed; its descriptor is no longer used."""
+
+
+class MessageTooLargeError(MessageQueueError, ValueError):
+    """A message is longer than the queue's ``max_message_size``; it was not sent.
+
+    ``size`` and ``max_message_size`` give both lengths in bytes; ``index`` is
+    the message's position for :meth:`MessageQueue.put_many`, else ``None``.
+    """
+
+    def __init__(
+        self, message: str, size: int, max_message_size: int, index: Optional[int] = None
+    ) -> None:
+        super().__init__(message)
+        self.size = size
+        self.max_message_size = max_message_size
+        self.index = index
+
+
+class MessageQueueOSError(MessageQueueError, OSError):
+    """A system call failed; ``errno`` says why and the message says what to do."""
+
+
+class QueueNotFoundError(MessageQueueOSError, FileNotFoundError):
+    """The named queue does not exist (and was not to be created)."""
+
+
+class QueueExistsError(MessageQueueOSError, FileExistsError):
+    """The named queue already exists (``exclusive=True``)."""
+
+
+class QueuePermissionError(MessageQueueOSError, PermissionError):
+    """The queue's mode does not allow this user the requested access."""
+
+
+# --------------------------------------------------------------------------
+# Messages
+
+
+class Message(bytes):
+    """A received message: its bytes, plus the ``priority`` it was sent with.
+
+    It compares, hashes and slices like the :class:`bytes` it holds, while
+    ``str(message)`` gives the UTF-8 text (undecodable bytes shown with
+    backslash escapes) so that ``print("Got %s" % message)`` prints the text.
+    It is built like bytes, ``Message(b"data")``; set ``priority`` afterwards.
+    """
+
+    #: The priority the message was sent with (0 to ``PRIORITY_MAX - 1``).
+    priority: int = 0  # instances store their own only when it is not 0
+
+    def __str__(self) -> str:
+        return self.decode("utf-8", "backslashreplace")
+
+    def __repr__(self) -> str:
+        return f"Message({bytes.__repr__(self)}, priority={self.priority})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_message, (bytes(self), self.priority))
+
+
+def _rebuild_message(data: bytes, priority: int) -> Message:
+    """Unpickle a :class:`Message`."""
+    message = Message(data)
+    if priority:
+        message.priority = _check_priority(priority)
+    return message
+
+
+# --------------------------------------------------------------------------
+# Argument checks: all run before any system call, so nothing is created or sent.
+
+
+def _encode_name(name: Any) -> bytes:
+    """Check a queue name and return it as the bytes the kernel takes."""
+    if isinstance(name, str):
+        try:
+            raw = os.fsencode(name)
+        except UnicodeEncodeError:
+            raise InvalidParametersError(
+                f"queue name {name!r} cannot be encoded for the file system"
+            ) from None
+    elif isinstance(name, bytes):
+        raw = name
+    else:
+        raise TypeError(f"queue name must be a str such as '/my-queue', not {type(name).__name__}")
+    problem = None
+    if not raw.startswith(b"/"):
+        problem = "must start with '/'"
+        if raw and b"/" not in raw and b"\0" not in raw:
+            problem += f", as in {'/' + os.fsdecode(raw)!r}"
+    elif len(raw) == 1:
+        problem = "needs at least one character after the '/'"
+    elif b"/" in raw[1:]:
+        problem = "may contain no '/' after the first character"
+    elif b"\0" in raw:
+        problem = "may not contain a NUL character"
+    elif len(raw) - 1 > NAME_MAX:
+        problem = f"has {len(raw) - 1} bytes after the '/'; at most {NAME_MAX} are allowed"
+    elif raw in (b"/.", b"/.."):
+        problem = "is reserved"
+    if problem:
+        shown = name if len(raw) <= 80 else name[:40] + name[-10:]
+        raise InvalidParametersError(f"invalid queue name {shown!r}: it {problem}")
+    return raw
+
+
+def validate_name(name: Union[str, bytes]) -> None:
+    """Raise :class:`InvalidParametersError` (or :class:`TypeError`) unless
+    ``name`` is a valid queue name; make no system call."""
+    _encode_name(name)
+
+
+def _check_int(value: Any, what: str) -> int:
+    """Return ``value`` as an int, refusing bools, floats and strings."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    return operator.index(value)
+
+
+def _check_size(value: Any, what: str) -> int:
+    """Check ``max_messages`` or ``max_message_size``."""
+    number = _check_int(value, what)
+    if number < 1:
+        raise InvalidParametersError(f"{what}={number} must be at least 1")
+    if number > _LONG_MAX:
+        raise InvalidParametersError(f"{what}={number} is too large: the kernel takes a C long")
+    return number
+
+
+def _check_priority(priority: Any) -> int:
+    """Check a message priority: an int in ``[0, PRIORITY_MAX)``."""
+    number = _check_int(priority, "priority")
+    if not 0 <= number < PRIORITY_MAX:
+        raise InvalidParametersError(
+            f"priority={number} is out of range: use 0 (lowest) to {PRIORITY_MAX - 1}"
+        )
+    return number
+
+
+def _check_timeout(timeout: Any) -> int:
+    """Convert a timeout in seconds to nanoseconds (``_FOREVER`` for None)."""
+    if timeout is None:
+        return _FOREVER
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        try:
+            if isinstance(timeout, (str, bytes, bytearray)):
+                raise TypeError
+            timeout = float(timeout)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+            ) from None
+    if math.isnan(timeout) or timeout < 0:
+        raise InvalidParametersError(
+            f"timeout={timeout!r} is invalid: use None to wait forever, 0 to not wait, "
+            "or a positive number of seconds"
+        )
+    if timeout > TIMEOUT_MAX:
+        raise InvalidParametersError(
+            f"timeout={timeout!r} is too large (at most {TIMEOUT_MAX:.0f} s); use None to wait forever"
+        )
+    return math.ceil(timeout * 1_000_000_000)
+
+
+def _deadline(timeout_ns: int) -> int:
+    """The bp_* deadline for a checked timeout: forever, now, or a monotonic time."""
+    if timeout_ns <= 0:
+        return timeout_ns
+    return _monotonic_ns() + timeout_ns
+
+
+def _as_buffer(message: Any, index: Optional[int] = None) -> Union[bytes, memoryview]:
+    """Return a message as bytes or a contiguous memoryview, or raise TypeError."""
+    if isinstance(message, bytes):
+        return message
+    if isinstance(message, str):
+        return message.encode("utf-8", "surrogateescape")
+    try:
+        view = memoryview(message)
+    except TypeError:
+        where = "" if index is None else f" (message {index})"
+        raise TypeError(
+            f"a message must be str, bytes or another buffer, not {type(message).__name__}{where}"
+        ) from None
+    return view if view.c_contiguous else view.tobytes()
+
+
+def _as_bytes_like(message: Any) -> Any:
+    """Return what cffi can pass as ``const char *`` (len() in bytes), or raise TypeError."""
+    data = _as_buffer(message)
+    return data if type(data) is bytes else ffi.from_buffer(data)
+
+
+# --------------------------------------------------------------------------
+# errno -> exception, all in one place
+
+
+def _read_sysctl(name: str) -> Optional[int]:
+    try:
+        with open(f"/proc/sys/fs/mqueue/{name}") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _explain_invalid_sizes(max_messages: int, max_message_size: int) -> str:
+    """Say which size the kernel refused on create, and which limit it hit.
+
+    The fs.mqueue sysctls bind every process without CAP_SYS_RESOURCE in the
+    initial user namespace, which includes root in most containers.
+    """
+    problems = []
+    for what, value, sysctl, hard in (
+        ("max_messages", max_messages, "msg_max", _HARD_MSGMAX),
+        ("max_message_size", max_message_size, "msgsize_max", _HARD_MSGSIZEMAX),
+    ):
+        limit = _read_sysctl(sysctl)
+        if value > hard:
+            problems.append(
+                f"{what}={value} exceeds the kernel's hard limit of {hard}, which no setting raises"
+            )
+        elif limit is not None and value > limit:
+            problems.append(
+                f"{what}={value} exceeds fs.mqueue.{sysctl}={limit}: ask for at most {limit}, "
+                f"or raise the limit as root (sysctl -w fs.mqueue.{sysctl}={value})"
+            )
+    if not problems:
+        problems.append(
+            f"the kernel refused max_messages={max_messages}, "
+            f"max_message_size={max_message_size} (EINVAL)"
+        )
+    return "; ".join(problems)
+
+
+def _explain_no_room(err: int, name: str, max_messages: int, max_message_size: int) -> str:
+    """Explain EMFILE / ENFILE / ENOSPC / ENOMEM from mq_open."""
+    if err == errno.EMFILE:
+        soft_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            open_files = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            open_files = 0
+        if soft_files != resource.RLIM_INFINITY and open_files >= soft_files - 1:
+            return (
+                f"cannot open queue {name!r}: this process has all {soft_files} of its file "
+                "descriptors open (ulimit -n); close some or raise the limit"
+            )
+        soft_bytes, _ = resource.getrlimit(resource.RLIMIT_MSGQUEUE)
+        needed = max_messages * (max_message_size + _KERNEL_BYTES_PER_MESSAGE)
+        return (
+            f"cannot create queue {name!r}: it needs about {needed} bytes of this user's "
+            f"message queue allowance (RLIMIT_MSGQUEUE, ulimit -q = {soft_bytes} bytes), "
+            "which the user's other queues have used up. Unlink queues that are no longer "
+            "needed, create smaller ones, or raise the limit (ulimit -q, or LimitMSGQUEUE= "
+            "for a systemd service)"
+        )
+    if err == errno.ENOSPC:
+        queues_max = _read_sysctl("queues_max")
+        return (
+            f"cannot create queue {name!r}: the system already has the most queues allowed "
+            f"(fs.mqueue.queues_max={queues_max}). Unlink unused queues (see ls /dev/mqueue "
+            "once mqueue is mounted there) or raise the limit as root"
+        )
+    if err == errno.ENFILE:
+        return f"cannot open queue {name!r}: the system-wide limit on open files is reached"
+    return f"cannot create queue {name!r}: the kernel is out of memory for it"
+
+
+def _error_for(
+    err: int,
+    queue: Optional[MessageQueue],
+    name: str,
+    operation: str,
+    size: int = 0,
+    max_messages: int = 0,
+    max_message_size: int = 0,
+) -> MessageQueueError:
+    """Build the exception for ``errno`` ``err`` from ``operation`` on queue ``name``."""
+    if err == errno.EBADF and queue is not None:
+        if queue._mqd < 0:
+            return QueueClosedError(f"queue {name!r} is closed")
+        if queue._access != lib.O_RDWR:
+            mode = "reading" if queue._access == lib.O_RDONLY else "writing"
+            return QueuePermissionError(
+                errno.EACCES,
+                f"cannot {operation} on queue {name!r}: it was opened for {mode} only, "
+                "because its mode does not grant this user both read and write access",
+            )
+    if err == errno.EMSGSIZE:
+        limit = queue._msgsize if queue is not None else max_message_size
+        return MessageTooLargeError(
+            f"message of {size} bytes is longer than queue {name!r} allows "
+            f"(max_message_size={limit}); nothing was sent",
+            size,
+            limit,
+        )
+    if err == errno.ENOENT:
+        return QueueNotFoundError(
+            err, f"queue {name!r} does not exist: create it first, or open it with create=True"
+        )
+    if err == errno.EEXIST:
+        return QueueExistsError(err, f"queue {name!r} already exists (exclusive=True)")
+    if err in (errno.EACCES, errno.EPERM):
+        return QueuePermissionError(
+            err,
+            f"permission denied to {operation} queue {name!r}: its owner and mode do not "
+            "allow this user; check them with ls -l /dev/mqueue once mqueue is mounted there",
+        )
+    if operation == "create" and err == errno.EINVAL:
+        return InvalidParametersError(
+            f"cannot create queue {name!r}: "
+            + _explain_invalid_sizes(max_messages, max_message_size)
+        )
+    if operation == "create" and err in (errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.ENOMEM):
+        return MessageQueueOSError(
+            err, _explain_no_room(err, name, max_messages, max_message_size)
+        )
+    return MessageQueueOSError(err, f"{operation} on queue {name!r} failed: {os.strerror(err)}")
+
+
+# --------------------------------------------------------------------------
+# Waiting when the kernel must not be the one to sleep
+
+
+def _wait_cooperatively(fd: int, writable: bool, deadline: int) -> None:
+    """Wait for ``fd`` through the monkey-patched ``select.select`` (gevent, eventlet)."""
+    timeout = None if deadline < 0 else max(0.0, (deadline - _monotonic_ns()) / 1e9)
+    if writable:
+        select.select([], [fd], [], timeout)
+    else:
+        select.select([fd], [], [], timeout)
+
+
+class _AsyncReadiness:
+    """One event-loop reader (or writer) per queue, shared by all waiting tasks.
+
+    ``loop.add_reader`` keeps a single callback per descriptor, so two tasks
+    waiting on the same queue must share it: each wake-up resolves every
+    waiting future, and the losers of the race simply wait again.
+    """
+
+    __slots__ = ("loop", "fd", "writable", "waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, writable: bool) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.writable = writable
+        self.waiters: list[asyncio.Future[None]] = []
+        if writable:
+            loop.add_writer(fd, self.wake)
+        else:
+            loop.add_reader(fd, self.wake)
+
+    def wake(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def stop(self) -> None:
+        if self.writable:
+            self.loop.remove_writer(self.fd)
+        else:
+            self.loop.remove_reader(self.fd)
+
+
+# --------------------------------------------------------------------------
+# The queue
+
+
+def unlink(name: Union[str, bytes]) -> None:
+    """Remove the queue called ``name``.
+
+    Processes that have it open keep using it; it is destroyed once the last
+    of them closes it. Raises :class:`QueueNotFoundError` if there is none.
+    """
+    raw = _encode_name(name)
+    if lib.mq_unlink(raw) != 0:
+        raise _error_for(ffi.errno, None, os.fsdecode(raw), "unlink")
+
+
+class MessageQueue:
+    """A POSIX message queue, opened (and by default created) by name.
+
+    :param name: ``"/"`` followed by up to 255 bytes, none of them ``"/"``.
+    :param max_messages: how many messages the queue holds; used only when
+        this call creates the queue.
+    :param max_message_size: the longest message in bytes; used only when
+        this call creates the queue.
+    :param mode: permission bits for a queue this call creates, filtered by
+        the process umask as for files. The default 0o644 lets every user
+        read; prefer 0o600 or 0o660 for anything sensitive.
+    :param create: create the queue if it does not exist (else
+        :class:`QueueNotFoundError`).
+    :param exclusive: fail with :class:`QueueExistsError` if it exists.
+
+    If the queue's mode lets this user read but not write (or the reverse),
+    it is opened for that direction alone, and the other raises
+    :class:`QueuePermissionError`.
+
+    Methods may be called from many threads at once. Objects are not
+    picklable; a queue opened before ``fork()`` works in the child.
+    """
+
+    _mqd: int = -1  # so that __del__ works even if __init__ failed
+    _async: Optional[dict[Any, _AsyncReadiness]] = None
+
+    def __init__(
+        self,
+        name: Union[str, bytes],
+        max_messages: int = 10,
+        max_message_size: int = 8192,
+        *,
+        mode: int = 0o644,
+        create: bool = True,
+        exclusive: bool = False,
+    ) -> None:
+        raw = _encode_name(name)
+        max_messages = _check_size(max_messages, "max_messages")
+        max_message_size = _check_size(max_message_size, "max_message_size")
+        mode = _check_int(mode, "mode")
+        if not 0 <= mode <= 0o777:
+            raise InvalidParametersError(f"mode={mode:#o} must be permission bits, 0 to 0o777")
+        if exclusive and not create:
+            raise InvalidParametersError("exclusive=True needs create=True")
+        #: The queue's name, as given.
+        self.name: str = name if isinstance(name, str) else os.fsdecode(name)
+
+        flags = (lib.O_CREAT if create else 0) | (lib.O_EXCL if exclusive else 0)
+        for access in (lib.O_RDWR, lib.O_RDONLY, lib.O_WRONLY):
+            mqd = lib.bp_open(raw, flags | access, mode, max_messages, max_message_size)
+            if mqd != -errno.EACCES:
+                break
+        if mqd < 0:
+            raise _error_for(
+                -mqd, None, self.name, "create" if create else "open",
+                max_messages=max_messages, max_message_size=max_message_size,
+            )
+        attr = ffi.new("struct mq_attr *")
+        lib.mq_getattr(mqd, attr)
+        self._maxmsg: int = attr.mq_maxmsg
+        self._msgsize: int = attr.mq_msgsize
+        self._access = access
+        self._close_lock = threading.Lock()
+        # What the C helpers see; close() sets its mqd to -1 for all of them.
+        self._queue = ffi.new("struct bp_queue *")
+        self._queue.mqd = mqd
+        self._queue.msgsize = self._msgsize
+        # Receive buffers not in use: each get() takes its own, so threads
+        # never share one, and puts it back, so none is allocated per call.
+        self._buffers: list[tuple[Any, Any]] = []
+        self._batch_buffers: list[tuple[Any, int, Any, int]] = []
+        self._mqd = mqd
+
+    def _new_buffer(self) -> tuple[Any, Any]:
+        """A receive buffer: (pointer to its data, the memory that owns it)."""
+        memory = _alloc("char[]", _BUFFER_HEADER + self._msgsize)
+        header = ffi.cast("struct bp_buffer *", memory)
+        header.queue = self._queue
+        return (header.data, memory)
+
+    # -- attributes --------------------------------------------------------
+
+    @property
+    def max_messages(self) -> int:
+        """How many messages the queue holds (the kernel's value for this queue)."""
+        return self._maxmsg
+
+    @property
+    def max_message_size(self) -> int:
+        """The longest message the queue takes, in bytes (the kernel's value)."""
+        return self._msgsize
+
+    @property
+    def current_messages(self) -> int:
+        """How many messages are in the queue right now."""
+        attr = ffi.new("struct mq_attr *")
+        if lib.mq_getattr(self._mqd, attr) != 0:
+            raise _error_for(ffi.errno, self, self.name, "inspect")
+        return int(attr.mq_curmsgs)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._mqd < 0
+
+    def fileno(self) -> int:
+        """The queue descriptor, for :mod:`select`, :mod:`selectors` or an event loop.
+
+        It is readable when a message is waiting, and writable when there is room.
+        """
+        if self._mqd < 0:
+            raise QueueClosedError(f"queue {self.name!r} is closed")
+        return self._mqd
+
+    def __repr__(self) -> str:
+        state = "closed" if self._mqd < 0 else f"fd={self._mqd}"
+        return (
+            f"<MessageQueue {self.name!r} {state} max_messages={getattr(self, '_maxmsg', '?')} "
+            f"max_message_size={getattr(self, '_msgsize', '?')}>"
+        )
+
+    # -- sending -----------------------------------------------------------
+
+    def put(self, message: MessageData, timeout: Optional[float] = None, priority: int = 0) -> None:
+        """Send ``message``, waiting for room per ``timeout``.
+
+        :param message: bytes-like data, or a str (sent as UTF-8).
+        :param timeout: None waits as long as it takes, 0 does not wait, a
+            positive number waits up to that many seconds; then
+            :class:`TimedOutError`.
+        :param priority: 0 to ``PRIORITY_MAX - 1``; higher priorities are
+            received first, equal ones in the order sent.
+        :raises MessageTooLargeError: the message is longer than
+            :attr:`max_message_size`; nothing was sent.
+        """
+        if type(message) is not bytes:
+            message = _as_bytes_like(message)
+        if priority.__class__ is not int or not 0 <= priority < PRIORITY_MAX:
+            priority = _check_priority(priority)
+        if timeout is None and select.select is _NATIVE_SELECT:
+            result = lib.bp_put(self._queue, message, len(message), priority)
+            if result:
+                self._put_slowly(message, None, priority, -result)
+        else:
+            self._put_slowly(message, timeout, priority, 0)
+
+    def _put_slowly(self, message: Any, timeout: Any, priority: int, err: int) -> None:
+        """Timeouts, EINTR retries (PEP 475), cooperative waits, and errors.
+
+        ``err`` is the errno of the attempt already made, or 0 if none was.
+        """
+        deadline = _deadline(_check_timeout(timeout))
+        cooperative = select.select is not _NATIVE_SELECT
+        while True:
+            if err in _WOULD_BLOCK:
+                if deadline == _NOW or 0 < deadline <= _monotonic_ns():
+                    raise TimedOutError(f"timed out waiting for room in queue {self.name!r}")
+                _wait_cooperatively(self._mqd, True, deadline)
+            elif err and err != errno.EINTR:
+                raise _error_for(err, self, self.name, "send", len(message))
+            # After EINTR, the loop's back edge runs Python signal handlers: one
+            # that raises ends the call, one that returns lets it go on.
+            result = lib.bp_send(
+                self._queue, message, len(message), priority, _NOW if cooperative else deadline
+            )
+            if result == 0:
+                return
+            err = -result
+
+    def put_many(
+        self, messages: Iterable[MessageData], timeout: Optional[float] = None, priority: int = 0
+    ) -> int:
+        """Send ``messages`` in order, with one call into C for the lot.
+
+        Every message is checked first: if one has the wrong type or is too
+        long, nothing is sent (the error's ``index`` says which). ``timeout``
+        bounds the wait for room *for each message*, as it bounds the wait
+        for the first message in :meth:`get_many`; when it runs out,
+        :class:`TimedOutError` says in ``sent`` how many went out.
+
+        :returns: the number of messages sent, i.e. all of them.
+        """
+        batch = messages if type(messages) is list else list(messages)
+        if not batch:
+            return 0
+        try:
+            data = b"".join(batch)  # type: ignore[arg-type]
+        except TypeError:
+            batch = [_as_buffer(m, i) for i, m in enumerate(batch)]
+            data = b"".join(batch)
+        lengths = list(map(len, batch))
+        if sum(lengths) != len(data):  # buffers whose items are wider than a byte
+            lengths = [memoryview(m).nbytes for m in batch]
+        limit = self._msgsize
+        if max(lengths) > limit:
+            index = next(i for i, n in enumerate(lengths) if n > limit)
+            raise MessageTooLargeError(
+                f"message {index} of the batch has {lengths[index]} bytes, more than queue "
+                f"{self.name!r} allows (max_message_size={limit}); nothing was sent",
+                lengths[index],
+                limit,
+                index,
+            )
+        if priority.__class__ is not int or not 0 <= priority < PRIORITY_MAX:
+            priority = _check_priority(priority)
+        timeout_ns = _check_timeout(timeout)
+        cooperative = select.select is not _NATIVE_SELECT
+        # An in/out deadline is needed only when messages wait a while each.
+        deadline = ffi.new("long long *", _deadline(timeout_ns)) if timeout_ns > 0 else ffi.NULL
+        result = lib.bp_send_many(
+            self._queue, data, lengths, len(lengths), priority,
+            _NOW if cooperative else timeout_ns, deadline,
+        )
+        sent = result & 0xFFFFFFFF
+        if sent == len(lengths):
+            return sent
+        return self._put_many_slowly(data, lengths, priority, timeout_ns, deadline, result)
+
+    def _put_many_slowly(
+        self, data: bytes, lengths: List[int], priority: int, timeout_ns: int,
+        deadline: Any, result: int,
+    ) -> int:
+        """Resume :meth:`put_many` after a wait, EINTR, or error."""
+        cooperative = select.select is not _NATIVE_SELECT
+        data_pointer = ffi.from_buffer(data)  # held for the whole loop: it pins `data`
+        total = len(lengths)
+        sent = offset = 0
+        while True:
+            count = result & 0xFFFFFFFF
+            if count:
+                if cooperative and timeout_ns > 0:
+                    deadline[0] = _monotonic_ns() + timeout_ns
+                offset += sum(lengths[sent : sent + count])
+                sent += count
+                if sent == total:
+                    return sent
+            code = result >> 32
+            if code in _WOULD_BLOCK:
+                if timeout_ns == 0 or (timeout_ns > 0 and deadline[0] <= _monotonic_ns()):
+                    raise TimedOutError(
+                        f"timed out waiting for room in queue {self.name!r} "
+                        f"after sending {sent} of {total} messages",
+                        sent,
+                    )
+                _wait_cooperatively(self._mqd, True, deadline[0] if timeout_ns > 0 else _FOREVER)
+            elif code != errno.EINTR:
+                raise _error_for(code, self, self.name, "send", lengths[sent])
+            result = lib.bp_send_many(
+                self._queue, data_pointer + offset, lengths[sent:], total - sent, priority,
+                _NOW if cooperative else timeout_ns, deadline,
+            )
+
+    # -- receiving ---------------------------------------------------------
+
+    def get(self, timeout: Optional[float] = None) -> Message:
+        """Take the oldest message of the highest priority, waiting per ``timeout``.
+
+        :param timeout: None waits as long as it takes, 0 does not wait, a
+            positive number waits up to that many seconds; then
+            :class:`TimedOutError`.
+        """
+        buffers = self._buffers
+        try:
+            buffer = buffers.pop()
+        except IndexError:
+            buffer = self._new_buffer()
+        data = buffer[0]
+        if timeout is None and select.select is _NATIVE_SELECT:
+            result = lib.bp_get(data)
+            if result < 0:
+                result = self._get_slowly(data, None, -result)
+        else:
+            result = self._get_slowly(data, timeout, 0)
+        message = Message(_unpack(data, result & 0xFFFFFFFF))
+        buffers.append(buffer)
+        if result >> 32:
+            message.priority = result >> 32
+        return message
+
+    def _get_slowly(self, data: Any, timeout: Any, err: int) -> int:
+        """Timeouts, EINTR retries (PEP 475), cooperative waits, and errors.
+
+        ``err`` is the errno of the attempt already made, or 0 if none was.
+        """
+        deadline = _deadline(_check_timeout(timeout))
+        cooperative = select.select is not _NATIVE_SELECT
+        while True:
+            if err in _WOULD_BLOCK:
+                if deadline == _NOW or 0 < deadline <= _monotonic_ns():
+                    raise TimedOutError(f"timed out waiting for a message in queue {self.name!r}")
+                _wait_cooperatively(self._mqd, False, deadline)
+            elif err and err != errno.EINTR:
+                raise _error_for(err, self, self.name, "receive")
+            result: int = lib.bp_receive(data, _NOW if cooperative else deadline)
+            if result >= 0:
+                return result
+            err = -result
+
+    def get_many(self, max_count: int, timeout: Optional[float] = None) -> List[Message]:
+        """Wait per ``timeout`` for one message, then take every message already
+        waiting, up to ``max_count`` in all, in the order :meth:`get` would.
+
+        Raises :class:`TimedOutError` only if no message came in time.
+        """
+        max_count = _check_int(max_count, "max_count")
+        if max_count < 1:
+            raise InvalidParametersError(f"max_count={max_count} must be at least 1")
+        batches = self._batch_buffers
+        try:
+            batch = batches.pop()
+        except IndexError:
+            batch = self._new_batch_buffer()
+        buf, capacity, results, slots = batch
+        messages: List[Message] = []
+        deadline = _deadline(_check_timeout(timeout))
+        cooperative = select.select is not _NATIVE_SELECT
+        while True:
+            result = lib.bp_receive_many(
+                self._queue, buf, capacity, min(slots, max_count - len(messages)),
+                _NOW if messages or cooperative else deadline, results,
+            )
+            count = result & 0xFFFFFFFF
+            if count:
+                ends = _unpack(results, count)
+                received = _unpack(buf, ends[-1] & 0xFFFFFFFF)
+                start = 0
+                for end in ends:
+                    message = Message(received[start : end & 0xFFFFFFFF])
+                    if end >> 32:
+                        message.priority = end >> 32
+                    messages.append(message)
+                    start = end & 0xFFFFFFFF
+                if len(messages) == max_count:
+                    break
+            code = result >> 32
+            if code == 0:
+                continue  # the buffer filled up: take more
+            if messages and (code in _WOULD_BLOCK or code == errno.EINTR):
+                break
+            if code in _WOULD_BLOCK:
+                if deadline == _NOW or 0 < deadline <= _monotonic_ns():
+                    raise TimedOutError(f"timed out waiting for a message in queue {self.name!r}")
+                _wait_cooperatively(self._mqd, False, deadline)
+            elif code != errno.EINTR:
+                raise _error_for(code, self, self.name, "receive")
+        batches.append(batch)
+        return messages
+
+    def _new_batch_buffer(self) -> tuple[Any, int, Any, int]:
+        """Room for as many messages as the queue holds (at most about 1 MiB):
+        (data buffer, its capacity, results array, how many results it holds).
+        """
+        slots = min(self._maxmsg, max(1, _BATCH_BUFFER_MAX // self._msgsize))
+        capacity = slots * self._msgsize
+        return (_alloc("char[]", capacity), capacity, _alloc("long long[]", slots), slots)
+
+    # -- asyncio -----------------------------------------------------------
+
+    async def get_async(self, timeout: Optional[float] = None) -> Message:
+        """Like :meth:`get`, for asyncio: waits on the event loop, never blocks it."""
+        data = self._new_buffer()[0]
+        deadline = _deadline(_check_timeout(timeout))
+        while True:
+            result = lib.bp_receive(data, _NOW)
+            if result >= 0:
+                message = Message(_unpack(data, result & 0xFFFFFFFF))
+                if result >> 32:
+                    message.priority = result >> 32
+                return message
+            if -result not in _WOULD_BLOCK and -result != errno.EINTR:
+                raise _error_for(-result, self, self.name, "receive")
+            if deadline == _NOW or 0 < deadline <= _monotonic_ns():
+                raise TimedOutError(f"timed out waiting for a message in queue {self.name!r}")
+            await self._until_ready(False, deadline)
+
+    async def put_async(
+        self, message: MessageData, timeout: Optional[float] = None, priority: int = 0
+    ) -> None:
+        """Like :meth:`put`, for asyncio: waits on the event loop, never blocks it."""
+        if type(message) is not bytes:
+            message = _as_bytes_like(message)
+        priority = _check_priority(priority)
+        deadline = _deadline(_check_timeout(timeout))
+        while True:
+            result = lib.bp_send(self._queue, message, len(message), priority, _NOW)
+            if result == 0:
+                return
+            if -result not in _WOULD_BLOCK and -result != errno.EINTR:
+                raise _error_for(-result, self, self.name, "send", len(message))
+            if deadline == _NOW or 0 < deadline <= _monotonic_ns():
+                raise TimedOutError(f"timed out waiting for room in queue {self.name!r}")
+            await self._until_ready(True, deadline)
+
+    async def _until_ready(self, writable: bool, deadline: int) -> None:
+        """Wait until the event loop sees the queue readable/writable, or the deadline."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._async is None:
+            self._async = {}
+        key = (loop, writable)
+        readiness = self._async.get(key)
+        if readiness is None:
+            readiness = self._async[key] = _AsyncReadiness(loop, self.fileno(), writable)
+        waiter = loop.create_future()
+        readiness.waiters.append(waiter)
+        try:
+            if deadline < 0:
+                await waiter
+            else:
+                timeout = max(0.0, (deadline - _monotonic_ns()) / 1e9)
+                try:
+                    await asyncio.wait_for(waiter, timeout)
+                except asyncio.TimeoutError:
+                    pass  # the caller tries once more, then reports the timeout
+        finally:
+            if waiter in readiness.waiters:
+                readiness.waiters.remove(waiter)
+            if not readiness.waiters and self._async.get(key) is readiness:
+                del self._async[key]
+                readiness.stop()
+
+    # -- life cycle --------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the descriptor. Later calls raise :class:`QueueClosedError`;
+        closing again does nothing. The queue itself lives on (see :meth:`unlink`).
+        """
+        with self._close_lock:
+            mqd, self._mqd = self._mqd, -1
+            if mqd < 0:
+                return
+            self._queue.mqd = -1
+        if self._async:
+            readinesses, self._async = list(self._async.values()), {}
+            for readiness in readinesses:
+                readiness.stop()
+                readiness.fail(QueueClosedError(f"queue {self.name!r} was closed"))
+        lib.mq_close(mqd)
+
+    def unlink(self) -> None:
+        """Remove the queue's name from the system.
+
+        This object (and any other process that has the queue open) keeps
+        working; the queue is destroyed when the last descriptor is closed.
+        """
+        unlink(self.name)
+
+    def __enter__(self) -> MessageQueue:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if self._mqd >= 0:
+            try:
+                warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
+            self.close()
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("MessageQueue objects cannot be pickled: open the queue by name instead")
+
+
+if __name__ == "__main__":  # python -m baseplate.message_queue --read /queue
+    from baseplate.cli import legacy_main
+
+    legacy_main()

@@ -1,0 +1,264 @@
+"""cffi builder for ``baseplate._mqueue``: the raw binding of POSIX message queues.
+
+Out-of-line API mode: the C compiler checks every declaration below against
+``<mqueue.h>``, and fills in the types and constants marked ``...``, so no
+number is hard-coded here.
+
+Besides the raw ``mq_*`` calls, a few small C helpers (``bp_*``) are compiled
+in. They exist for speed and for one consistent error convention:
+
+* they return ``-errno`` on failure instead of setting ``errno``, so Python
+  needs no second trip through ``ffi.errno``;
+* a deadline is ``< 0`` to wait forever, ``0`` not to wait (an already
+  expired deadline, which the kernel answers with ``ETIMEDOUT`` at once), or
+  a ``CLOCK_MONOTONIC`` time in nanoseconds (``time.monotonic_ns()``), so a
+  retry after ``EINTR`` keeps the original deadline;
+* the ``*_many`` helpers loop in C, so one call (and one release of the GIL)
+  moves many messages.
+
+Run ``python build_ffi.py`` to compile the module in place for development.
+"""
+
+from __future__ import annotations
+
+from cffi import FFI
+
+CDEF = """
+typedef int... mqd_t;
+typedef unsigned int... mode_t;
+
+struct mq_attr {
+    long mq_flags;
+    long mq_maxmsg;
+    long mq_msgsize;
+    long mq_curmsgs;
+    ...;
+};
+
+struct timespec {
+    long tv_sec;
+    long tv_nsec;
+    ...;
+};
+
+#define O_RDONLY ...
+#define O_WRONLY ...
+#define O_RDWR ...
+#define O_CREAT ...
+#define O_EXCL ...
+#define O_NONBLOCK ...
+#define MQ_PRIO_MAX ...
+#define NAME_MAX ...
+
+/* The raw POSIX surface. */
+mqd_t mq_open(const char *name, int oflag, ...);
+int mq_close(mqd_t mqdes);
+int mq_unlink(const char *name);
+int mq_getattr(mqd_t mqdes, struct mq_attr *attr);
+int mq_send(mqd_t mqdes, const char *msg_ptr, size_t msg_len, unsigned int msg_prio);
+ssize_t mq_receive(mqd_t mqdes, char *msg_ptr, size_t msg_len, unsigned int *msg_prio);
+int mq_timedsend(mqd_t mqdes, const char *msg_ptr, size_t msg_len,
+                 unsigned int msg_prio, const struct timespec *abs_timeout);
+ssize_t mq_timedreceive(mqd_t mqdes, char *msg_ptr, size_t msg_len,
+                        unsigned int *msg_prio, const struct timespec *abs_timeout);
+
+/* The queue as the helpers see it: one per MessageQueue object. close()
+   sets mqd to -1, so no helper can reach a descriptor number the OS has
+   since handed to someone else. */
+struct bp_queue {
+    int mqd;
+    size_t msgsize;
+    ...;
+};
+
+/* A receive buffer: the queue it serves, then room for one message. The
+   helpers are given `data` and find the header in front of it. */
+struct bp_buffer {
+    struct bp_queue *queue;
+    char data[];
+};
+
+/* Helpers: -errno on failure; deadlines on CLOCK_MONOTONIC (see SOURCE). */
+int bp_open(const char *name, int oflag, unsigned int mode, long maxmsg, long msgsize);
+int bp_put(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio);
+long long bp_get(char *data);
+int bp_send(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio,
+            long long deadline_ns);
+long long bp_receive(char *data, long long deadline_ns);
+long long bp_send_many(struct bp_queue *queue, const char *data, const size_t *lens,
+                       size_t count, unsigned int prio, long long timeout_ns,
+                       long long *deadline);
+long long bp_receive_many(struct bp_queue *queue, char *buf, size_t capacity,
+                          size_t max_count, long long first_deadline_ns,
+                          long long *results);
+"""
+
+SOURCE = r"""
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <mqueue.h>
+#include <stddef.h>
+#include <sys/stat.h>
+#include <time.h>
+
+/* The epoch: a deadline that has always passed, so the call never sleeps. */
+static const struct timespec bp_expired = {0, 0};
+
+static long long bp_monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+/* The mq_timed* calls want an absolute CLOCK_REALTIME deadline; ours are on
+   CLOCK_MONOTONIC (time.monotonic_ns() in Python). Converts `left_ns` from
+   now, or gives the expired deadline when nothing is left. */
+static const struct timespec *bp_realtime_in(long long left_ns, struct timespec *ts)
+{
+    if (left_ns <= 0)
+        return &bp_expired;
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += (time_t)(left_ns / 1000000000LL);
+    ts->tv_nsec += (long)(left_ns % 1000000000LL);
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec += 1;
+        ts->tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+static int bp_open(const char *name, int oflag, unsigned int mode, long maxmsg, long msgsize)
+{
+    struct mq_attr attr = {0};
+    mqd_t mqd;
+    attr.mq_maxmsg = maxmsg;
+    attr.mq_msgsize = msgsize;
+    mqd = mq_open(name, oflag, (mode_t)mode, (oflag & O_CREAT) ? &attr : NULL);
+    return mqd == (mqd_t)-1 ? -errno : (int)mqd;
+}
+
+struct bp_queue {
+    int mqd;
+    size_t msgsize;
+};
+
+struct bp_buffer {
+    struct bp_queue *queue;
+    char data[];
+};
+
+#define BP_BUFFER_OF(data) ((struct bp_buffer *)((data) - offsetof(struct bp_buffer, data)))
+
+/* The fast path of put(): block until sent. */
+static int bp_put(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio)
+{
+    return mq_send(queue->mqd, msg, len, prio) < 0 ? -errno : 0;
+}
+
+/* Deadlines: < 0 waits forever, 0 does not wait, > 0 is a CLOCK_MONOTONIC
+   time in nanoseconds. A wait that ends before it (the wall clock jumped)
+   waits again, so a timeout never ends early. */
+static int bp_send(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio,
+                   long long deadline_ns)
+{
+    struct timespec ts;
+    long long left;
+    int r;
+    if (deadline_ns < 0)
+        return bp_put(queue, msg, len, prio);
+    do {
+        left = deadline_ns == 0 ? 0 : deadline_ns - bp_monotonic_ns();
+        r = mq_timedsend(queue->mqd, msg, len, prio, bp_realtime_in(left, &ts));
+    } while (r < 0 && errno == ETIMEDOUT && left > 0);
+    return r < 0 ? -errno : 0;
+}
+
+/* Receives into `data` (of a bp_buffer, or any room of msgsize bytes when
+   called with `queue`). Returns (priority << 32) | length, or -errno. */
+static long long bp_receive_into(struct bp_queue *queue, char *data, long long deadline_ns)
+{
+    struct timespec ts;
+    unsigned int prio = 0;
+    long long left;
+    ssize_t n;
+    if (deadline_ns < 0) {
+        n = mq_receive(queue->mqd, data, queue->msgsize, &prio);
+    } else {
+        do {
+            left = deadline_ns == 0 ? 0 : deadline_ns - bp_monotonic_ns();
+            n = mq_timedreceive(queue->mqd, data, queue->msgsize, &prio,
+                                bp_realtime_in(left, &ts));
+        } while (n < 0 && errno == ETIMEDOUT && left > 0);
+    }
+    if (n < 0)
+        return -(long long)errno;
+    return ((long long)prio << 32) | (long long)n;
+}
+
+/* The fast path of get(): block until a message is there. */
+static long long bp_get(char *data)
+{
+    return bp_receive_into(BP_BUFFER_OF(data)->queue, data, -1);
+}
+
+static long long bp_receive(char *data, long long deadline_ns)
+{
+    return bp_receive_into(BP_BUFFER_OF(data)->queue, data, deadline_ns);
+}
+
+/* Sends `count` messages stored back to back in `data`, in order. With
+   timeout_ns > 0 each message may wait that long: the first until *deadline,
+   each later one from the moment the one before it went out, and *deadline
+   is left as the deadline of the message that was not sent (NULL is fine
+   when timeout_ns <= 0). Returns (errno << 32) | number sent, errno being 0
+   when all were sent. */
+static long long bp_send_many(struct bp_queue *queue, const char *data, const size_t *lens,
+                              size_t count, unsigned int prio, long long timeout_ns,
+                              long long *deadline)
+{
+    size_t i;
+    int r = 0;
+    for (i = 0; i < count; i++) {
+        if (i > 0 && timeout_ns > 0)
+            *deadline = bp_monotonic_ns() + timeout_ns;
+        r = bp_send(queue, data, lens[i], prio, timeout_ns > 0 ? *deadline : timeout_ns);
+        if (r != 0)
+            break;
+        data += lens[i];
+    }
+    return ((long long)-r << 32) | (long long)i;
+}
+
+/* Receives up to `max_count` messages back to back into `buf`: the first
+   waits until `first_deadline_ns`, the rest only if already there. Stops
+   when the buffer could not hold another message of the queue's msgsize.
+   results[i] is (priority << 32) | the offset where message i ends. Returns
+   (errno << 32) | count, errno being what ended the loop before max_count
+   (ETIMEDOUT once the queue is drained) or 0. */
+static long long bp_receive_many(struct bp_queue *queue, char *buf, size_t capacity,
+                                 size_t max_count, long long first_deadline_ns,
+                                 long long *results)
+{
+    size_t i, offset = 0;
+    long long r = 0, deadline_ns = first_deadline_ns;
+    for (i = 0; i < max_count && capacity - offset >= queue->msgsize; i++) {
+        r = bp_receive_into(queue, buf + offset, deadline_ns);
+        if (r < 0)
+            break;
+        offset += (size_t)(r & 0xffffffffLL);
+        results[i] = (r & ~0xffffffffLL) | (long long)offset;
+        deadline_ns = 0;
+        r = 0;
+    }
+    return ((long long)-r << 32) | (long long)i;
+}
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source("baseplate._mqueue", SOURCE, libraries=["rt"])
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=False)

@@ -1,0 +1,110 @@
+"""Shared fixtures: real kernel queues with unique names, always unlinked."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import traceback
+import uuid
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from baseplate.message_queue import MessageQueue, QueueNotFoundError, unlink
+
+NOBODY = 65534
+
+
+def unique_name(prefix: str = "bp-test") -> str:
+    return f"/{prefix}-{uuid.uuid4().hex}"
+
+
+def queue_exists(name: str) -> bool:
+    """Ask the kernel with a separate mq_open that never creates."""
+    try:
+        MessageQueue(name, create=False).close()
+    except QueueNotFoundError:
+        return False
+    return True
+
+
+def unlink_quietly(name: str) -> None:
+    try:
+        unlink(name)
+    except QueueNotFoundError:
+        pass
+
+
+@pytest.fixture
+def queue_name() -> Iterator[str]:
+    name = unique_name()
+    yield name
+    unlink_quietly(name)
+
+
+@pytest.fixture
+def make_queue() -> Iterator[Callable[..., MessageQueue]]:
+    """Open queues with unique names; close and unlink them all afterwards."""
+    opened: list[MessageQueue] = []
+
+    def make(*args: Any, **kwargs: Any) -> MessageQueue:
+        if not args or not isinstance(args[0], str):
+            args = (unique_name(), *args)
+        queue = MessageQueue(*args, **kwargs)
+        opened.append(queue)
+        return queue
+
+    yield make
+    for queue in opened:
+        queue.close()
+        unlink_quietly(queue.name)
+
+
+@pytest.fixture
+def queue(make_queue: Callable[..., MessageQueue]) -> MessageQueue:
+    return make_queue(max_messages=10, max_message_size=1024)
+
+
+def run_as_nobody(function: Callable[[], Any], rlimits: dict[int, tuple[int, int]] | None = None) -> Any:
+    """Run ``function`` in a forked child with uid/gid 65534, as an ordinary user
+    would; return its result, or re-raise its exception here.
+
+    No new interpreter is executed: it lives where that user cannot read, so
+    everything the child needs is imported before the fork.
+    """
+    import resource
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read_end)
+        try:
+            for which, limits in (rlimits or {}).items():
+                resource.setrlimit(which, limits)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            outcome: Any = ("ok", function())
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            outcome = ("error", error, traceback.format_exc())
+        try:
+            payload = pickle.dumps(outcome)
+        except Exception:  # noqa: BLE001
+            payload = pickle.dumps(("error", RuntimeError(repr(outcome)), ""))
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(payload)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        payload = pipe.read()
+    os.waitpid(pid, 0)
+    outcome = pickle.loads(payload)
+    if outcome[0] == "error":
+        sys.stderr.write(outcome[2])
+        raise outcome[1]
+    return outcome[1]
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))

@@ -1,0 +1,702 @@
+"""The library against real kernel queues: API, errors, and life cycle."""
+
+from __future__ import annotations
+
+import array
+import errno
+import gc
+import os
+import pickle
+import select
+import selectors
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from typing import Callable
+
+import pytest
+
+from baseplate._mqueue import lib
+from baseplate.message_queue import (
+    PRIORITY_MAX,
+    InvalidParametersError,
+    Message,
+    MessageQueue,
+    MessageQueueError,
+    MessageQueueOSError,
+    MessageTooLargeError,
+    QueueClosedError,
+    QueueExistsError,
+    QueueNotFoundError,
+    QueuePermissionError,
+    TimedOutError,
+    unlink,
+    validate_name,
+)
+
+from conftest import open_fds, queue_exists, run_as_nobody, unique_name, unlink_quietly
+
+MakeQueue = Callable[..., MessageQueue]
+
+
+# -- the seed page's producer and consumer ------------------------------------
+
+
+def test_seed_producer_and_consumer_run_as_separate_processes(queue_name: str) -> None:
+    producer = textwrap.dedent(f"""
+        from baseplate.message_queue import MessageQueue
+        mq = MessageQueue({queue_name!r}, max_messages=1, max_message_size=1)
+        message = "1"
+        mq.put(message)
+        print("Put Message: %s" % message)
+    """)
+    consumer = textwrap.dedent(f"""
+        from baseplate.message_queue import MessageQueue
+        mq = MessageQueue({queue_name!r}, max_messages=1, max_message_size=1)
+        message = mq.get()
+        print("Get Message: %s" % message)
+    """)
+    put = subprocess.run([sys.executable, "-c", producer], capture_output=True, text=True)
+    assert put.stdout == "Put Message: 1\n", put.stderr
+    got = subprocess.run([sys.executable, "-c", consumer], capture_output=True, text=True)
+    assert got.stdout == "Get Message: 1\n", got.stderr
+
+
+# -- opening -------------------------------------------------------------------
+
+
+def test_attributes_are_the_kernels_values(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=3, max_message_size=100)
+    assert (queue.max_messages, queue.max_message_size) == (3, 100)
+    assert queue.current_messages == 0
+    assert not queue.closed
+    assert isinstance(queue.fileno(), int)
+    assert queue.name.startswith("/bp-test-")
+
+
+def test_existing_queue_keeps_its_own_sizes(make_queue: MakeQueue, queue_name: str) -> None:
+    bigger = make_queue(queue_name, max_messages=5, max_message_size=4096)
+    smaller = make_queue(queue_name, max_messages=2, max_message_size=16)
+    assert (smaller.max_messages, smaller.max_message_size) == (5, 4096)
+    bigger.put(b"x" * 4096)  # longer than the size asked for by `smaller`
+    assert smaller.get() == b"x" * 4096
+
+
+def test_create_false_needs_an_existing_queue(queue_name: str) -> None:
+    with pytest.raises(QueueNotFoundError, match="does not exist") as caught:
+        MessageQueue(queue_name, create=False)
+    assert isinstance(caught.value, FileNotFoundError)
+    assert caught.value.errno == errno.ENOENT
+    assert queue_name in str(caught.value)
+    assert not queue_exists(queue_name)
+
+
+def test_exclusive_refuses_an_existing_queue(make_queue: MakeQueue, queue_name: str) -> None:
+    make_queue(queue_name, exclusive=True)
+    with pytest.raises(QueueExistsError, match="already exists") as caught:
+        MessageQueue(queue_name, exclusive=True)
+    assert isinstance(caught.value, FileExistsError)
+    assert caught.value.errno == errno.EEXIST
+
+
+def test_exclusive_without_create_is_refused(queue_name: str) -> None:
+    with pytest.raises(InvalidParametersError):
+        MessageQueue(queue_name, create=False, exclusive=True)
+
+
+def test_bytes_name_is_accepted(queue_name: str) -> None:
+    with MessageQueue(queue_name.encode()) as queue:
+        assert queue.name == queue_name
+        queue.put(b"x")
+    assert queue_exists(queue_name)
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("", "must start with '/'"),
+        ("queue", "as in '/queue'"),
+        ("/", "at least one character"),
+        ("/a/b", "no '/'"),
+        ("/a\0b", "NUL"),
+        ("/" + "x" * 256, "at most 255"),
+        ("/..", "reserved"),
+        ("/.", "reserved"),
+    ],
+)
+def test_bad_names_are_refused_before_any_system_call(name: str, problem: str) -> None:
+    with pytest.raises(InvalidParametersError, match=problem):
+        MessageQueue(name)
+    with pytest.raises(ValueError, match=problem):
+        validate_name(name)
+
+
+def test_longest_name_is_accepted() -> None:
+    name = "/" + "n" * 255
+    try:
+        with MessageQueue(name) as queue:
+            assert queue.name == name
+    finally:
+        unlink_quietly(name)
+
+
+@pytest.mark.parametrize("name", [None, 42, ["/q"]])
+def test_name_of_wrong_type_is_a_type_error(name: object) -> None:
+    with pytest.raises(TypeError, match="queue name must be"):
+        MessageQueue(name)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs, problem",
+    [
+        ({"max_messages": 0}, "max_messages=0 must be at least 1"),
+        ({"max_messages": -1}, "max_messages=-1"),
+        ({"max_message_size": 0}, "max_message_size=0"),
+        ({"max_message_size": 2**70}, "too large"),
+        ({"mode": 0o1777}, "mode="),
+    ],
+)
+def test_bad_sizes_are_refused_and_nothing_is_created(
+    queue_name: str, kwargs: dict[str, int], problem: str
+) -> None:
+    with pytest.raises(InvalidParametersError, match=problem):
+        MessageQueue(queue_name, **kwargs)
+    assert not queue_exists(queue_name)
+
+
+@pytest.mark.parametrize("kwargs", [{"max_messages": 1.5}, {"max_message_size": "8"}, {"max_messages": True}])
+def test_sizes_of_wrong_type_are_type_errors(queue_name: str, kwargs: dict[str, object]) -> None:
+    with pytest.raises(TypeError, match="must be an int"):
+        MessageQueue(queue_name, **kwargs)  # type: ignore[arg-type]
+    assert not queue_exists(queue_name)
+
+
+# -- sending and receiving -----------------------------------------------------
+
+
+def test_message_is_bytes_with_a_priority_and_text(queue: MessageQueue) -> None:
+    queue.put("héllo")
+    message = queue.get()
+    assert isinstance(message, bytes) and isinstance(message, Message)
+    assert message == "héllo".encode()
+    assert message.decode() == "héllo"
+    assert str(message) == "héllo"
+    assert "Get Message: %s" % message == "Get Message: héllo"
+    assert f"{message}" == "héllo"
+    assert message.priority == 0
+    assert repr(message) == "Message(b'h\\xc3\\xa9llo', priority=0)"
+
+
+def test_binary_payloads_survive_exactly(queue: MessageQueue) -> None:
+    payloads = [b"", b"\0", b"a\0b\0", b"\xff\xfe\x80", bytes(range(256)), b"\n\r\n"]
+    for payload in payloads:
+        queue.put(payload)
+    received = [queue.get(timeout=0) for _ in payloads]
+    assert received == payloads
+    assert str(received[3]) == "\\xff\\xfe\\x80"
+
+
+def test_messages_of_the_largest_size(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=2, max_message_size=8192)
+    payload = os.urandom(8192)
+    queue.put(payload)
+    assert queue.get() == payload
+
+
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        (b"bytes", b"bytes"),
+        (bytearray(b"bytearray"), b"bytearray"),
+        (memoryview(b"memoryview"), b"memoryview"),
+        (memoryview(b"xsliced")[1:], b"sliced"),
+        (array.array("i", [1, 2]), array.array("i", [1, 2]).tobytes()),
+        ("text ✓", "text ✓".encode()),
+        (Message(b"a message"), b"a message"),
+    ],
+)
+def test_put_accepts_bytes_like_and_text(queue: MessageQueue, message: object, expected: bytes) -> None:
+    queue.put(message)  # type: ignore[arg-type]
+    assert queue.get() == expected
+
+
+def test_put_accepts_non_contiguous_buffers(queue: MessageQueue) -> None:
+    queue.put(memoryview(b"abcdef")[::2])
+    assert queue.get() == b"ace"
+
+
+@pytest.mark.parametrize("message", [None, 42, ["list"], object()])
+def test_put_refuses_other_types_and_sends_nothing(queue: MessageQueue, message: object) -> None:
+    with pytest.raises(TypeError, match="a message must be str, bytes or another buffer"):
+        queue.put(message)  # type: ignore[arg-type]
+    assert queue.current_messages == 0
+
+
+def test_too_large_message_names_both_sizes_and_sends_nothing(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=2, max_message_size=10)
+    with pytest.raises(MessageTooLargeError, match="11 bytes.*max_message_size=10") as caught:
+        queue.put(b"x" * 11)
+    assert (caught.value.size, caught.value.max_message_size) == (11, 10)
+    assert isinstance(caught.value, ValueError)
+    assert queue.current_messages == 0
+
+
+def test_priorities_order_delivery_fifo_within_a_priority(queue: MessageQueue) -> None:
+    sent = [(b"low-1", 0), (b"high-1", 7), (b"mid", 3), (b"high-2", 7), (b"low-2", 0), (b"top", PRIORITY_MAX - 1)]
+    for message, priority in sent:
+        queue.put(message, priority=priority)
+    received = [queue.get() for _ in sent]
+    assert received == [b"top", b"high-1", b"high-2", b"mid", b"low-1", b"low-2"]
+    assert [m.priority for m in received] == [PRIORITY_MAX - 1, 7, 7, 3, 0, 0]
+
+
+@pytest.mark.parametrize("priority", [-1, PRIORITY_MAX, 2**40])
+def test_priority_out_of_range_is_refused(queue: MessageQueue, priority: int) -> None:
+    with pytest.raises(InvalidParametersError, match=f"priority={priority} is out of range"):
+        queue.put(b"x", priority=priority)
+    with pytest.raises(InvalidParametersError):
+        queue.put_many([b"x"], priority=priority)
+    assert queue.current_messages == 0
+
+
+@pytest.mark.parametrize("priority", [1.0, "1", None, True])
+def test_priority_of_wrong_type_is_a_type_error(queue: MessageQueue, priority: object) -> None:
+    with pytest.raises(TypeError, match="priority must be an int"):
+        queue.put(b"x", priority=priority)  # type: ignore[arg-type]
+    assert queue.current_messages == 0
+
+
+def test_message_pickles_with_its_priority(queue: MessageQueue) -> None:
+    queue.put(b"data", priority=4)
+    message = pickle.loads(pickle.dumps(queue.get()))
+    assert isinstance(message, Message)
+    assert (message, message.priority) == (b"data", 4)
+
+
+def test_queue_objects_do_not_pickle(queue: MessageQueue) -> None:
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(queue)
+
+
+# -- timeouts --------------------------------------------------------------------
+
+
+def test_timeout_zero_tries_once(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=1, max_message_size=8)
+    with pytest.raises(TimedOutError):
+        queue.get(timeout=0)
+    queue.put(b"a", timeout=0)
+    with pytest.raises(TimedOutError, match="waiting for room"):
+        queue.put(b"b", timeout=0)
+    assert queue.get(timeout=0) == b"a"
+
+
+def test_positive_timeout_waits_at_least_that_long(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=1, max_message_size=8)
+    start = time.monotonic()
+    with pytest.raises(TimedOutError):
+        queue.get(timeout=0.2)
+    waited = time.monotonic() - start
+    assert 0.2 <= waited < 2.0
+    queue.put(b"full")
+    start = time.monotonic()
+    with pytest.raises(TimedOutError):
+        queue.put(b"more", timeout=0.2)
+    assert 0.2 <= time.monotonic() - start < 2.0
+
+
+def test_timeout_returns_as_soon_as_a_message_arrives(queue: MessageQueue) -> None:
+    threading.Timer(0.1, queue.put, args=(b"late",)).start()
+    start = time.monotonic()
+    assert queue.get(timeout=10) == b"late"
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("timeout", [-1, -0.001, float("nan"), float("inf"), 1e300])
+def test_bad_timeouts_are_refused(queue: MessageQueue, timeout: float) -> None:
+    for call in (
+        lambda: queue.get(timeout=timeout),
+        lambda: queue.put(b"x", timeout=timeout),
+        lambda: queue.get_many(3, timeout=timeout),
+        lambda: queue.put_many([b"x"], timeout=timeout),
+    ):
+        with pytest.raises(InvalidParametersError, match="timeout="):
+            call()
+    assert queue.current_messages == 0
+
+
+@pytest.mark.parametrize("timeout", ["1", [1], object()])
+def test_timeout_of_wrong_type_is_a_type_error(queue: MessageQueue, timeout: object) -> None:
+    with pytest.raises(TypeError, match="timeout must be"):
+        queue.get(timeout=timeout)  # type: ignore[arg-type]
+
+
+# -- batches ---------------------------------------------------------------------
+
+
+def test_put_many_and_get_many_round_trip_in_order(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=10, max_message_size=64)
+    sent = [f"message {i}".encode() for i in range(10)]
+    assert queue.put_many(sent) == 10
+    assert queue.get_many(4) == sent[:4]
+    assert queue.get_many(100) == sent[4:]
+    with pytest.raises(TimedOutError):
+        queue.get_many(5, timeout=0)
+
+
+def test_put_many_takes_any_iterable_and_mixed_types(queue: MessageQueue) -> None:
+    assert queue.put_many(iter(["text", b"bytes", bytearray(b"ba"), memoryview(b"mv")])) == 4
+    assert queue.put_many([]) == 0
+    assert queue.get_many(10) == [b"text", b"bytes", b"ba", b"mv"]
+
+
+def test_put_many_with_wide_items_counts_bytes(queue: MessageQueue) -> None:
+    wide = array.array("i", [1, 2, 3])
+    queue.put_many([wide, b"x"])
+    assert queue.get_many(2) == [wide.tobytes(), b"x"]
+
+
+def test_put_many_sends_nothing_when_one_message_is_bad(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=10, max_message_size=4)
+    with pytest.raises(MessageTooLargeError, match="message 2 of the batch has 5 bytes") as caught:
+        queue.put_many([b"ok", b"fine", b"large", b"x"])
+    assert caught.value.index == 2
+    with pytest.raises(TypeError, match=r"\(message 1\)"):
+        queue.put_many([b"ok", 5])  # type: ignore[list-item]
+    assert queue.current_messages == 0
+
+
+def test_put_many_timeout_reports_how_many_were_sent(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=3, max_message_size=8)
+    with pytest.raises(TimedOutError) as caught:
+        queue.put_many([b"a", b"b", b"c", b"d", b"e"], timeout=0.05)
+    assert caught.value.sent == 3
+    with pytest.raises(TimedOutError) as caught:
+        queue.put_many([b"f"], timeout=0)
+    assert caught.value.sent == 0
+    assert queue.get_many(10) == [b"a", b"b", b"c"]
+
+
+def test_put_many_timeout_is_per_message(make_queue: MakeQueue) -> None:
+    """A slow consumer that keeps making room lets a long batch through."""
+    queue = make_queue(max_messages=1, max_message_size=8)
+    received: list[bytes] = []
+
+    def slow_consumer() -> None:
+        for _ in range(5):
+            time.sleep(0.1)
+            received.append(queue.get(timeout=5))
+
+    consumer = threading.Thread(target=slow_consumer)
+    consumer.start()
+    assert queue.put_many([b"1", b"2", b"3", b"4", b"5"], timeout=2) == 5
+    consumer.join()
+    assert received == [b"1", b"2", b"3", b"4", b"5"]
+
+
+def test_get_many_keeps_priorities(queue: MessageQueue) -> None:
+    queue.put(b"low")
+    queue.put_many([b"high-1", b"high-2"], priority=9)
+    messages = queue.get_many(10)
+    assert messages == [b"high-1", b"high-2", b"low"]
+    assert [m.priority for m in messages] == [9, 9, 0]
+
+
+def test_get_many_waits_for_the_first_message_only(queue: MessageQueue) -> None:
+    threading.Timer(0.1, queue.put_many, args=([b"a", b"b"],)).start()
+    messages = queue.get_many(10, timeout=10)
+    assert messages[0] == b"a"
+    messages += queue.get_many(10, timeout=5) if len(messages) == 1 else []
+    assert messages == [b"a", b"b"]
+
+
+def test_get_many_takes_more_than_one_buffer(
+    make_queue: MakeQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import baseplate.message_queue as module
+
+    monkeypatch.setattr(module, "_BATCH_BUFFER_MAX", 3 * 8)  # buffers of 3 messages
+    queue = make_queue(max_messages=10, max_message_size=8)
+    queue.put_many([b"%d" % i for i in range(10)])
+    assert queue.get_many(8) == [b"%d" % i for i in range(8)]
+    assert queue.get_many(8) == [b"8", b"9"]
+
+
+@pytest.mark.parametrize("count", [0, -3])
+def test_get_many_needs_a_positive_count(queue: MessageQueue, count: int) -> None:
+    with pytest.raises(InvalidParametersError, match="max_count"):
+        queue.get_many(count)
+
+
+# -- closing, unlinking, descriptors -------------------------------------------
+
+
+def test_context_manager_closes(queue_name: str) -> None:
+    with MessageQueue(queue_name) as queue:
+        queue.put(b"x")
+    assert queue.closed
+    with pytest.raises(QueueClosedError, match="is closed"):
+        queue.fileno()
+
+
+def test_close_is_idempotent_and_every_use_then_fails(queue: MessageQueue) -> None:
+    queue.close()
+    queue.close()
+    for call in (
+        lambda: queue.put(b"x"),
+        lambda: queue.put(b"x", timeout=1),
+        lambda: queue.get(),
+        lambda: queue.get(timeout=0),
+        lambda: queue.put_many([b"x"]),
+        lambda: queue.get_many(2),
+        lambda: queue.current_messages,
+        queue.fileno,
+    ):
+        with pytest.raises(QueueClosedError):
+            call()
+    assert isinstance(QueueClosedError("x"), MessageQueueError)
+
+
+def test_closed_queue_never_touches_a_recycled_descriptor(make_queue: MakeQueue) -> None:
+    first = make_queue()
+    old_fd = first.fileno()
+    first.close()
+    second = make_queue()
+    assert second.fileno() == old_fd  # the OS handed the number on
+    with pytest.raises(QueueClosedError):
+        first.put(b"intruder")
+    with pytest.raises(QueueClosedError):
+        first.get(timeout=0)
+    assert second.current_messages == 0
+
+
+def test_unlink_removes_the_name_but_the_object_keeps_working(make_queue: MakeQueue) -> None:
+    queue = make_queue()
+    queue.unlink()
+    assert not queue_exists(queue.name)
+    queue.put(b"still here")
+    assert queue.get() == b"still here"
+    with pytest.raises(QueueNotFoundError):
+        unlink(queue.name)
+
+
+def test_dropped_queue_releases_its_descriptor_with_a_resource_warning(queue_name: str) -> None:
+    before = open_fds()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        queue = MessageQueue(queue_name)
+        assert open_fds() == before + 1
+        del queue
+        gc.collect()
+    assert open_fds() == before
+    assert any(issubclass(w.category, ResourceWarning) for w in caught)
+
+
+def test_no_descriptor_leak_over_many_cycles(queue_name: str) -> None:
+    before = open_fds()
+    for i in range(3000):
+        queue = MessageQueue(queue_name, max_messages=2, max_message_size=8)
+        if i % 3 == 0:
+            queue.close()
+        elif i % 3 == 1:
+            with queue:
+                queue.put(b"x")
+                queue.get()
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                del queue
+        with pytest.raises(QueueExistsError):
+            MessageQueue(queue_name, exclusive=True)
+        with pytest.raises(InvalidParametersError):
+            MessageQueue("bad name")
+    gc.collect()
+    assert open_fds() == before
+
+
+# -- waiting with select, and across threads and processes -----------------------
+
+
+def test_fileno_works_with_select_and_selectors(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=1, max_message_size=8)
+    assert select.select([queue], [], [], 0)[0] == []
+    assert select.select([], [queue], [], 0)[1] == [queue]
+    queue.put(b"x")
+    assert select.select([queue], [], [], 0)[0] == [queue]
+    assert select.select([], [queue], [], 0)[1] == []
+    with selectors.DefaultSelector() as selector:
+        selector.register(queue, selectors.EVENT_READ)
+        assert [key.fileobj for key, _ in selector.select(timeout=1)] == [queue]
+
+
+def test_blocked_get_releases_the_gil(queue: MessageQueue) -> None:
+    result: list[bytes] = []
+    reader = threading.Thread(target=lambda: result.append(queue.get()))
+    reader.start()
+    # The main thread keeps running Python code while the reader is blocked.
+    deadline = time.monotonic() + 0.3
+    spins = 0
+    while time.monotonic() < deadline:
+        spins += 1
+    assert spins > 1000
+    assert reader.is_alive()
+    queue.put(b"wake up")
+    reader.join(timeout=10)
+    assert result == [b"wake up"]
+
+
+def test_many_threads_share_one_queue_without_losing_or_mixing(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=10, max_message_size=64)
+    producers, consumers, per_producer = 3, 4, 2000
+    total = producers * per_producer
+    received: list[list[bytes]] = [[] for _ in range(consumers)]
+
+    def produce(p: int) -> None:
+        for i in range(per_producer):
+            payload = f"{p}:{i}:".encode() + bytes([i % 251]) * (i % 40)
+            if i % 2:
+                queue.put(payload)
+            else:
+                queue.put_many([payload])
+
+    def consume(c: int) -> None:
+        while True:
+            try:
+                batch = queue.get_many(5, timeout=2) if c % 2 else [queue.get(timeout=2)]
+            except TimedOutError:
+                return
+            received[c].extend(batch)
+
+    threads = [threading.Thread(target=consume, args=(c,)) for c in range(consumers)]
+    threads += [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    everything = [m for part in received for m in part]
+    assert len(everything) == total
+    expected = {
+        f"{p}:{i}:".encode() + bytes([i % 251]) * (i % 40)
+        for p in range(producers)
+        for i in range(per_producer)
+    }
+    assert set(everything) == expected
+    # Each consumer saw each producer's messages in the order they were sent.
+    for part in received:
+        for p in range(producers):
+            sequence = [int(m.split(b":")[1]) for m in part if m.startswith(f"{p}:".encode())]
+            assert sequence == sorted(sequence)
+
+
+def test_queue_opened_before_fork_works_in_the_child(queue: MessageQueue) -> None:
+    queue.put(b"from parent")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = queue.get(timeout=5) == b"from parent"
+            queue.put(b"from child")
+            os._exit(0 if ok else 1)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert queue.get(timeout=5) == b"from child"
+
+
+# -- as an ordinary user (fork, then drop to uid 65534) --------------------------
+
+
+def test_mode_is_honoured_for_other_users(make_queue: MakeQueue) -> None:
+    private = make_queue(mode=0o600)
+
+    def open_private() -> str:
+        try:
+            MessageQueue(private.name)
+        except QueuePermissionError as error:
+            return f"{type(error).__name__} {error.errno} {error}"
+        return "opened"
+
+    outcome = run_as_nobody(open_private)
+    assert outcome.startswith(f"QueuePermissionError {errno.EACCES}")
+    assert private.name in outcome
+
+
+def test_read_only_access_opens_for_reading_only(make_queue: MakeQueue) -> None:
+    shared = make_queue(mode=0o644)
+    shared.put(b"for everyone")
+
+    def read_then_write() -> tuple[bytes, str]:
+        queue = MessageQueue(shared.name)
+        message = bytes(queue.get(timeout=5))
+        try:
+            queue.put(b"intruder")
+        except QueuePermissionError as error:
+            return message, str(error)
+        return message, "sent"
+
+    message, outcome = run_as_nobody(read_then_write)
+    assert message == b"for everyone"
+    assert "opened for reading only" in outcome
+    assert shared.current_messages == 0
+
+
+def test_sysctl_limits_give_a_precise_error_for_ordinary_users(queue_name: str) -> None:
+    msg_max = int(open("/proc/sys/fs/mqueue/msg_max").read())
+    msgsize_max = int(open("/proc/sys/fs/mqueue/msgsize_max").read())
+
+    def over_the_limit() -> str:
+        try:
+            MessageQueue(queue_name, max_messages=msg_max + 1, max_message_size=msgsize_max + 1)
+        except InvalidParametersError as error:
+            assert isinstance(error, ValueError)
+            return str(error)
+        return "created"
+
+    message = run_as_nobody(over_the_limit)
+    assert f"max_messages={msg_max + 1} exceeds fs.mqueue.msg_max={msg_max}" in message
+    assert f"max_message_size={msgsize_max + 1} exceeds fs.mqueue.msgsize_max={msgsize_max}" in message
+    assert "sysctl -w fs.mqueue.msg_max=" in message
+    assert not queue_exists(queue_name)
+
+
+def test_exhausted_rlimit_msgqueue_explains_ulimit_q(queue_name: str) -> None:
+    import resource
+
+    def create_too_big() -> tuple[int, str]:
+        try:
+            MessageQueue(queue_name, max_messages=10, max_message_size=8192)
+        except MessageQueueOSError as error:
+            return error.errno, error.strerror
+        return 0, "created"
+
+    code, message = run_as_nobody(create_too_big, {resource.RLIMIT_MSGQUEUE: (1000, 1000)})
+    assert code == errno.EMFILE
+    assert "ulimit -q = 1000 bytes" in message and "RLIMIT_MSGQUEUE" in message
+    assert not queue_exists(queue_name)
+
+
+def test_errors_form_one_hierarchy() -> None:
+    assert issubclass(TimedOutError, MessageQueueError)
+    assert issubclass(InvalidParametersError, ValueError)
+    assert issubclass(MessageTooLargeError, ValueError)
+    for cls, base in (
+        (QueueNotFoundError, FileNotFoundError),
+        (QueueExistsError, FileExistsError),
+        (QueuePermissionError, PermissionError),
+    ):
+        assert issubclass(cls, MessageQueueOSError) and issubclass(cls, base)
+    assert issubclass(MessageQueueOSError, OSError) and issubclass(MessageQueueOSError, MessageQueueError)
+
+
+def test_raw_binding_exposes_the_c_surface() -> None:
+    assert lib.MQ_PRIO_MAX == PRIORITY_MAX == 32768
+    for name in ("mq_open", "mq_close", "mq_unlink", "mq_send", "mq_receive", "mq_getattr",
+                 "mq_timedsend", "mq_timedreceive"):
+        assert callable(getattr(lib, name))
+
+
+def test_unique_names_do_not_collide() -> None:
+    assert unique_name() != unique_name()
