@@ -17,8 +17,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import select
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, TypeVar
 
 import click
@@ -96,12 +98,14 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
-class QueueNameType(click.ParamType):
+class QueueNameType(click.ParamType):  # type: ignore[type-arg]  # generic in click 8.2+
     """A queue name, checked by the library before anything is opened (exit 2 if bad)."""
 
     name = "QUEUE"
 
-    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> str:
+    def convert(
+        self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]
+    ) -> str:
         from baseplate.message_queue import validate_name
 
         try:
@@ -111,12 +115,14 @@ class QueueNameType(click.ParamType):
         return str(value)
 
 
-class ModeType(click.ParamType):
+class ModeType(click.ParamType):  # type: ignore[type-arg]
     """Permission bits in octal: 600, 0600 or 0o600."""
 
     name = "MODE"
 
-    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> int:
+    def convert(
+        self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]
+    ) -> int:
         if isinstance(value, int):
             return value
         text = str(value).lower().removeprefix("0o")
@@ -226,10 +232,9 @@ def consume(
                 messages = queue.get_many(want, timeout=0)
             except TimedOutError:
                 output.flush()  # about to wait: show what we have
-                try:
-                    messages = queue.get_many(want, timeout=timeout)
-                except TimedOutError:
+                if not _wait_for_message(queue, output.fd, timeout):
                     break
+                continue
             output.add(messages)
             taken += len(messages)
     finally:
@@ -237,9 +242,30 @@ def consume(
     return taken
 
 
-def produce(
-    queue: MessageQueue, priority: int, timeout: Optional[float], delimiter: bytes
-) -> int:
+def _wait_for_message(queue: MessageQueue, output_fd: int, timeout: Optional[float]) -> bool:
+    """Wait until ``queue`` is readable (True) or ``timeout`` passes (False).
+
+    Also watches our output: when whoever reads it goes away (``read | head
+    -1``), poll reports an error on the pipe and we stop now, rather than
+    when the next message arrives to be written.
+    """
+    poller = select.poll()
+    poller.register(queue.fileno(), select.POLLIN)
+    poller.register(output_fd, 0)  # errors and hang-ups are always reported
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        events = poller.poll(None if left is None else left * 1000)
+        for fd, event in events:
+            if fd == output_fd and event & (select.POLLERR | select.POLLHUP):
+                raise BrokenPipeError()
+        if events:
+            return True
+        if left is not None and left <= 0:
+            return False
+
+
+def produce(queue: MessageQueue, priority: int, timeout: Optional[float], delimiter: bytes) -> int:
     """Send stdin to ``queue``, a message per delimited line, streaming; return the count."""
     fd = sys.stdin.fileno()
     limit = queue.max_message_size
@@ -293,8 +319,12 @@ def _send_lines(
 
 
 def _open(
-    name: str, max_messages: int, max_message_size: int, create: bool = True,
-    mode: int = 0o644, exclusive: bool = False,
+    name: str,
+    max_messages: int,
+    max_message_size: int,
+    create: bool = True,
+    mode: int = 0o644,
+    exclusive: bool = False,
 ) -> MessageQueue:
     from baseplate.message_queue import MessageQueue
 
@@ -304,16 +334,26 @@ def _open(
 
 
 def do_read(
-    name: str, count: Optional[int], timeout: Optional[float], null: bool,
-    max_messages: int, max_message_size: int, create: bool,
+    name: str,
+    count: Optional[int],
+    timeout: Optional[float],
+    null: bool,
+    max_messages: int,
+    max_message_size: int,
+    create: bool,
 ) -> None:
     with _open(name, max_messages, max_message_size, create) as queue:
         consume(queue, count, timeout, _delimiter(null))
 
 
 def do_write(
-    name: str, priority: int, timeout: Optional[float], null: bool,
-    max_messages: int, max_message_size: int, create: bool,
+    name: str,
+    priority: int,
+    timeout: Optional[float],
+    null: bool,
+    max_messages: int,
+    max_message_size: int,
+    create: bool,
 ) -> None:
     with _open(name, max_messages, max_message_size, create) as queue:
         produce(queue, priority, timeout, _delimiter(null))
@@ -346,19 +386,28 @@ def cli() -> None:
 @click.argument("queue", type=QUEUE)
 @click.option("-n", "--count", type=click.IntRange(min=0), help="Stop after exactly N messages.")
 @click.option(
-    "-t", "--timeout", type=click.FloatRange(min=0),
+    "-t",
+    "--timeout",
+    type=click.FloatRange(min=0),
     help="Exit (status 0) once the queue has been empty for this many seconds.",
 )
 @click.option("-0", "--null", is_flag=True, help="End each message with NUL, not newline.")
 @_size_options
 @click.option(
-    "--create/--no-create", default=True, show_default=True,
+    "--create/--no-create",
+    default=True,
+    show_default=True,
     help="Create the queue if it does not exist.",
 )
 @_reports_errors
 def read(
-    queue: str, count: Optional[int], timeout: Optional[float], null: bool,
-    max_messages: int, max_message_size: int, create: bool,
+    queue: str,
+    count: Optional[int],
+    timeout: Optional[float],
+    null: bool,
+    max_messages: int,
+    max_message_size: int,
+    create: bool,
 ) -> None:
     """Print messages from QUEUE as they arrive, one per line.
 
@@ -373,23 +422,36 @@ def read(
 @cli.command()
 @click.argument("queue", type=QUEUE)
 @click.option(
-    "-p", "--priority", type=click.IntRange(min=0, max=32767), default=0, show_default=True,
+    "-p",
+    "--priority",
+    type=click.IntRange(min=0, max=32767),
+    default=0,
+    show_default=True,
     help="Priority of the messages (higher are received first).",
 )
 @click.option(
-    "-t", "--timeout", type=click.FloatRange(min=0),
+    "-t",
+    "--timeout",
+    type=click.FloatRange(min=0),
     help="Fail if a message cannot be sent within this many seconds (queue full).",
 )
 @click.option("-0", "--null", is_flag=True, help="Input is NUL-delimited, not newline-delimited.")
 @_size_options
 @click.option(
-    "--create/--no-create", default=True, show_default=True,
+    "--create/--no-create",
+    default=True,
+    show_default=True,
     help="Create the queue if it does not exist.",
 )
 @_reports_errors
 def write(
-    queue: str, priority: int, timeout: Optional[float], null: bool,
-    max_messages: int, max_message_size: int, create: bool,
+    queue: str,
+    priority: int,
+    timeout: Optional[float],
+    null: bool,
+    max_messages: int,
+    max_message_size: int,
+    create: bool,
 ) -> None:
     """Send each line of standard input to QUEUE as a message.
 
@@ -405,12 +467,18 @@ def write(
 @click.argument("queue", type=QUEUE)
 @_size_options
 @click.option(
-    "-m", "--mode", type=ModeType(), default="644", show_default=True,
+    "-m",
+    "--mode",
+    type=ModeType(),
+    default="644",
+    show_default=True,
     help="Permission bits in octal (the umask applies); 600 keeps other users out.",
 )
 @click.option("--exclusive", is_flag=True, help="Fail if the queue already exists.")
 @_reports_errors
-def create(queue: str, max_messages: int, max_message_size: int, mode: int, exclusive: bool) -> None:
+def create(
+    queue: str, max_messages: int, max_message_size: int, mode: int, exclusive: bool
+) -> None:
     """Create QUEUE (if missing) and print its sizes.
 
     Example: baseplate-mq create /events --max-messages 10 --mode 600
@@ -466,17 +534,30 @@ def info(queue: str, as_json: bool) -> None:
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="The same as the subcommands of baseplate-mq (see baseplate-mq --help).",
 )
-@click.option("--read", "read_queue", type=QUEUE, metavar="QUEUE",
-              help="Print messages from QUEUE, one per line, as they arrive.")
-@click.option("--write", "write_queue", type=QUEUE, metavar="QUEUE",
-              help="Send each line of standard input to QUEUE.")
+@click.option(
+    "--read",
+    "read_queue",
+    type=QUEUE,
+    metavar="QUEUE",
+    help="Print messages from QUEUE, one per line, as they arrive.",
+)
+@click.option(
+    "--write",
+    "write_queue",
+    type=QUEUE,
+    metavar="QUEUE",
+    help="Send each line of standard input to QUEUE.",
+)
 @click.option("--create", "create_queue", type=QUEUE, metavar="QUEUE", help="Create QUEUE.")
 @_size_options
 @click.version_option(package_name="baseplate-mq", prog_name="baseplate.message_queue")
 @_reports_errors
 def legacy(
-    read_queue: Optional[str], write_queue: Optional[str], create_queue: Optional[str],
-    max_messages: int, max_message_size: int,
+    read_queue: Optional[str],
+    write_queue: Optional[str],
+    create_queue: Optional[str],
+    max_messages: int,
+    max_message_size: int,
 ) -> None:
     """Consume and print, or write, messages of a POSIX message queue.
 

@@ -272,9 +272,11 @@ def _check_timeout(timeout: Any) -> int:
         )
     if timeout > TIMEOUT_MAX:
         raise InvalidParametersError(
-            f"timeout={timeout!r} is too large (at most {TIMEOUT_MAX:.0f} s); use None to wait forever"
+            f"timeout={timeout!r} is too large (at most {TIMEOUT_MAX:.0f} s); "
+            "use None to wait forever"
         )
-    return math.ceil(timeout * 1_000_000_000)
+    seconds: float = timeout
+    return math.ceil(seconds * 1_000_000_000)
 
 
 def _deadline(timeout_ns: int) -> int:
@@ -427,9 +429,7 @@ def _error_for(
             + _explain_invalid_sizes(max_messages, max_message_size)
         )
     if operation == "create" and err in (errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.ENOMEM):
-        return MessageQueueOSError(
-            err, _explain_no_room(err, name, max_messages, max_message_size)
-        )
+        return MessageQueueOSError(err, _explain_no_room(err, name, max_messages, max_message_size))
     return MessageQueueOSError(err, f"{operation} on queue {name!r} failed: {os.strerror(err)}")
 
 
@@ -454,7 +454,7 @@ class _AsyncReadiness:
     waiting future, and the losers of the race simply wait again.
     """
 
-    __slots__ = ("loop", "fd", "writable", "waiters")
+    __slots__ = ("fd", "loop", "waiters", "writable")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, writable: bool) -> None:
         self.loop = loop
@@ -554,8 +554,12 @@ class MessageQueue:
                 break
         if mqd < 0:
             raise _error_for(
-                -mqd, None, self.name, "create" if create else "open",
-                max_messages=max_messages, max_message_size=max_message_size,
+                -mqd,
+                None,
+                self.name,
+                "create" if create else "open",
+                max_messages=max_messages,
+                max_message_size=max_message_size,
             )
         attr = ffi.new("struct mq_attr *")
         lib.mq_getattr(mqd, attr)
@@ -682,11 +686,11 @@ class MessageQueue:
 
         :returns: the number of messages sent, i.e. all of them.
         """
-        batch = messages if type(messages) is list else list(messages)
+        batch: List[Any] = messages if type(messages) is list else list(messages)
         if not batch:
             return 0
         try:
-            data = b"".join(batch)  # type: ignore[arg-type]
+            data = b"".join(batch)
         except TypeError:
             batch = [_as_buffer(m, i) for i, m in enumerate(batch)]
             data = b"".join(batch)
@@ -710,17 +714,27 @@ class MessageQueue:
         # An in/out deadline is needed only when messages wait a while each.
         deadline = ffi.new("long long *", _deadline(timeout_ns)) if timeout_ns > 0 else ffi.NULL
         result = lib.bp_send_many(
-            self._queue, data, lengths, len(lengths), priority,
-            _NOW if cooperative else timeout_ns, deadline,
+            self._queue,
+            data,
+            lengths,
+            len(lengths),
+            priority,
+            _NOW if cooperative else timeout_ns,
+            deadline,
         )
-        sent = result & 0xFFFFFFFF
+        sent: int = result & 0xFFFFFFFF
         if sent == len(lengths):
             return sent
         return self._put_many_slowly(data, lengths, priority, timeout_ns, deadline, result)
 
     def _put_many_slowly(
-        self, data: bytes, lengths: List[int], priority: int, timeout_ns: int,
-        deadline: Any, result: int,
+        self,
+        data: bytes,
+        lengths: List[int],
+        priority: int,
+        timeout_ns: int,
+        deadline: Any,
+        result: int,
     ) -> int:
         """Resume :meth:`put_many` after a wait, EINTR, or error."""
         cooperative = select.select is not _NATIVE_SELECT
@@ -748,8 +762,13 @@ class MessageQueue:
             elif code != errno.EINTR:
                 raise _error_for(code, self, self.name, "send", lengths[sent])
             result = lib.bp_send_many(
-                self._queue, data_pointer + offset, lengths[sent:], total - sent, priority,
-                _NOW if cooperative else timeout_ns, deadline,
+                self._queue,
+                data_pointer + offset,
+                lengths[sent:],
+                total - sent,
+                priority,
+                _NOW if cooperative else timeout_ns,
+                deadline,
             )
 
     # -- receiving ---------------------------------------------------------
@@ -818,8 +837,12 @@ class MessageQueue:
         cooperative = select.select is not _NATIVE_SELECT
         while True:
             result = lib.bp_receive_many(
-                self._queue, buf, capacity, min(slots, max_count - len(messages)),
-                _NOW if messages or cooperative else deadline, results,
+                self._queue,
+                buf,
+                capacity,
+                min(slots, max_count - len(messages)),
+                _NOW if messages or cooperative else deadline,
+                results,
             )
             count = result & 0xFFFFFFFF
             if count:
@@ -963,7 +986,7 @@ class MessageQueue:
         if self._mqd >= 0:
             try:
                 warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
-            except Exception:  # noqa: BLE001 - interpreter shutdown
+            except Exception:
                 pass
             self.close()
 

@@ -66,7 +66,9 @@ def queue(make_queue: Callable[..., MessageQueue]) -> MessageQueue:
     return make_queue(max_messages=10, max_message_size=1024)
 
 
-def run_as_nobody(function: Callable[[], Any], rlimits: dict[int, tuple[int, int]] | None = None) -> Any:
+def run_as_nobody(
+    function: Callable[[], Any], rlimits: dict[int, tuple[int, int]] | None = None
+) -> Any:
     """Run ``function`` in a forked child with uid/gid 65534, as an ordinary user
     would; return its result, or re-raise its exception here.
 
@@ -86,11 +88,11 @@ def run_as_nobody(function: Callable[[], Any], rlimits: dict[int, tuple[int, int
             os.setgid(NOBODY)
             os.setuid(NOBODY)
             outcome: Any = ("ok", function())
-        except BaseException as error:  # noqa: BLE001 - reported to the parent
+        except BaseException as error:
             outcome = ("error", error, traceback.format_exc())
         try:
             payload = pickle.dumps(outcome)
-        except Exception:  # noqa: BLE001
+        except Exception:
             payload = pickle.dumps(("error", RuntimeError(repr(outcome)), ""))
         with os.fdopen(write_end, "wb") as pipe:
             pipe.write(payload)

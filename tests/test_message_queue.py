@@ -15,11 +15,13 @@ import textwrap
 import threading
 import time
 import warnings
+from pathlib import Path
 from typing import Callable
 
 import pytest
-
 from baseplate._mqueue import lib
+from conftest import open_fds, queue_exists, run_as_nobody, unique_name, unlink_quietly
+
 from baseplate.message_queue import (
     PRIORITY_MAX,
     InvalidParametersError,
@@ -36,8 +38,6 @@ from baseplate.message_queue import (
     unlink,
     validate_name,
 )
-
-from conftest import open_fds, queue_exists, run_as_nobody, unique_name, unlink_quietly
 
 MakeQueue = Callable[..., MessageQueue]
 
@@ -167,7 +167,9 @@ def test_bad_sizes_are_refused_and_nothing_is_created(
     assert not queue_exists(queue_name)
 
 
-@pytest.mark.parametrize("kwargs", [{"max_messages": 1.5}, {"max_message_size": "8"}, {"max_messages": True}])
+@pytest.mark.parametrize(
+    "kwargs", [{"max_messages": 1.5}, {"max_message_size": "8"}, {"max_messages": True}]
+)
 def test_sizes_of_wrong_type_are_type_errors(queue_name: str, kwargs: dict[str, object]) -> None:
     with pytest.raises(TypeError, match="must be an int"):
         MessageQueue(queue_name, **kwargs)  # type: ignore[arg-type]
@@ -184,7 +186,7 @@ def test_message_is_bytes_with_a_priority_and_text(queue: MessageQueue) -> None:
     assert message == "héllo".encode()
     assert message.decode() == "héllo"
     assert str(message) == "héllo"
-    assert "Get Message: %s" % message == "Get Message: héllo"
+    assert "Get Message: %s" % message == "Get Message: héllo"  # noqa: UP031 - the seed's form
     assert f"{message}" == "héllo"
     assert message.priority == 0
     assert repr(message) == "Message(b'h\\xc3\\xa9llo', priority=0)"
@@ -218,7 +220,9 @@ def test_messages_of_the_largest_size(make_queue: MakeQueue) -> None:
         (Message(b"a message"), b"a message"),
     ],
 )
-def test_put_accepts_bytes_like_and_text(queue: MessageQueue, message: object, expected: bytes) -> None:
+def test_put_accepts_bytes_like_and_text(
+    queue: MessageQueue, message: object, expected: bytes
+) -> None:
     queue.put(message)  # type: ignore[arg-type]
     assert queue.get() == expected
 
@@ -237,7 +241,7 @@ def test_put_refuses_other_types_and_sends_nothing(queue: MessageQueue, message:
 
 def test_too_large_message_names_both_sizes_and_sends_nothing(make_queue: MakeQueue) -> None:
     queue = make_queue(max_messages=2, max_message_size=10)
-    with pytest.raises(MessageTooLargeError, match="11 bytes.*max_message_size=10") as caught:
+    with pytest.raises(MessageTooLargeError, match=r"11 bytes.*max_message_size=10") as caught:
         queue.put(b"x" * 11)
     assert (caught.value.size, caught.value.max_message_size) == (11, 10)
     assert isinstance(caught.value, ValueError)
@@ -245,7 +249,14 @@ def test_too_large_message_names_both_sizes_and_sends_nothing(make_queue: MakeQu
 
 
 def test_priorities_order_delivery_fifo_within_a_priority(queue: MessageQueue) -> None:
-    sent = [(b"low-1", 0), (b"high-1", 7), (b"mid", 3), (b"high-2", 7), (b"low-2", 0), (b"top", PRIORITY_MAX - 1)]
+    sent = [
+        (b"low-1", 0),
+        (b"high-1", 7),
+        (b"mid", 3),
+        (b"high-2", 7),
+        (b"low-2", 0),
+        (b"top", PRIORITY_MAX - 1),
+    ]
     for message, priority in sent:
         queue.put(message, priority=priority)
     received = [queue.get() for _ in sent]
@@ -599,7 +610,7 @@ def test_queue_opened_before_fork_works_in_the_child(queue: MessageQueue) -> Non
             ok = queue.get(timeout=5) == b"from parent"
             queue.put(b"from child")
             os._exit(0 if ok else 1)
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
@@ -644,8 +655,8 @@ def test_read_only_access_opens_for_reading_only(make_queue: MakeQueue) -> None:
 
 
 def test_sysctl_limits_give_a_precise_error_for_ordinary_users(queue_name: str) -> None:
-    msg_max = int(open("/proc/sys/fs/mqueue/msg_max").read())
-    msgsize_max = int(open("/proc/sys/fs/mqueue/msgsize_max").read())
+    msg_max = int(Path("/proc/sys/fs/mqueue/msg_max").read_text())
+    msgsize_max = int(Path("/proc/sys/fs/mqueue/msgsize_max").read_text())
 
     def over_the_limit() -> str:
         try:
@@ -657,7 +668,9 @@ def test_sysctl_limits_give_a_precise_error_for_ordinary_users(queue_name: str) 
 
     message = run_as_nobody(over_the_limit)
     assert f"max_messages={msg_max + 1} exceeds fs.mqueue.msg_max={msg_max}" in message
-    assert f"max_message_size={msgsize_max + 1} exceeds fs.mqueue.msgsize_max={msgsize_max}" in message
+    assert (
+        f"max_message_size={msgsize_max + 1} exceeds fs.mqueue.msgsize_max={msgsize_max}" in message
+    )
     assert "sysctl -w fs.mqueue.msg_max=" in message
     assert not queue_exists(queue_name)
 
@@ -688,13 +701,23 @@ def test_errors_form_one_hierarchy() -> None:
         (QueuePermissionError, PermissionError),
     ):
         assert issubclass(cls, MessageQueueOSError) and issubclass(cls, base)
-    assert issubclass(MessageQueueOSError, OSError) and issubclass(MessageQueueOSError, MessageQueueError)
+    assert issubclass(MessageQueueOSError, OSError) and issubclass(
+        MessageQueueOSError, MessageQueueError
+    )
 
 
 def test_raw_binding_exposes_the_c_surface() -> None:
     assert lib.MQ_PRIO_MAX == PRIORITY_MAX == 32768
-    for name in ("mq_open", "mq_close", "mq_unlink", "mq_send", "mq_receive", "mq_getattr",
-                 "mq_timedsend", "mq_timedreceive"):
+    for name in (
+        "mq_open",
+        "mq_close",
+        "mq_unlink",
+        "mq_send",
+        "mq_receive",
+        "mq_getattr",
+        "mq_timedsend",
+        "mq_timedreceive",
+    ):
         assert callable(getattr(lib, name))
 
 
