@@ -354,10 +354,10 @@ def _explain_no_room(err: int, name: str, max_messages: int, max_message_size: i
     if err == errno.EMFILE:
         soft_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         try:
-            open_files = len(os.listdir("/proc/self/fd"))
-        except OSError:
-            open_files = 0
-        if soft_files != resource.RLIM_INFINITY and open_files >= soft_files - 1:
+            descriptors_full = len(os.listdir("/proc/self/fd")) >= soft_files - 1
+        except OSError as error:  # listing needs a descriptor too: none left proves it
+            descriptors_full = error.errno == errno.EMFILE
+        if soft_files != resource.RLIM_INFINITY and descriptors_full:
             return (
                 f"cannot open queue {name!r}: this process has all {soft_files} of its file "
                 "descriptors open (ulimit -n); close some or raise the limit"
