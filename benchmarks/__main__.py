@@ -1,0 +1,421 @@
+"""Benchmark harness: baseplate-mq against posix_ipc and a plain C loop.
+
+Run ``nox -s bench`` (or ``python -m benchmarks`` in an environment with
+``.[bench]`` installed). Competitors are measured in the same run, their
+repetitions alternated (A B C A B C ...), and medians compared. Writes
+``benchmarks/results/results-<interpreter>.{json,txt}`` and, with
+``--docs``, the table and chart that ``docs/performance.rst`` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from baseplate.message_queue import MessageQueue
+
+try:
+    import posix_ipc
+except ImportError:  # e.g. where it does not build
+    posix_ipc = None
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DOCS = HERE.parent / "docs"
+IMPLEMENTATION = platform.python_implementation()
+
+
+def name() -> str:
+    return f"/bench-{uuid.uuid4().hex}"
+
+
+# -- in-process round trips: put then get, the queue always ready -------------
+
+
+def ours_inproc(size: int, n: int) -> float:
+    queue = MessageQueue(name(), 10, 8192)
+    put, get, message = queue.put, queue.get, b"x" * size
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        put(message)
+        get()
+    elapsed = time.perf_counter_ns() - start
+    queue.unlink()
+    queue.close()
+    return elapsed / n
+
+
+def ours_batch(size: int, n: int) -> float:
+    queue = MessageQueue(name(), 10, 8192)
+    put_many, get_many, batch = queue.put_many, queue.get_many, [b"x" * size] * 8
+    start = time.perf_counter_ns()
+    for _ in range(n // 8):
+        put_many(batch)
+        get_many(8)
+    elapsed = time.perf_counter_ns() - start
+    queue.unlink()
+    queue.close()
+    return elapsed / (n // 8 * 8)
+
+
+def posix_ipc_inproc(size: int, n: int) -> float:
+    assert posix_ipc is not None
+    queue = posix_ipc.MessageQueue(
+        name(), posix_ipc.O_CREAT, max_messages=10, max_message_size=8192
+    )
+    send, receive, message = queue.send, queue.receive, b"x" * size
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        send(message)
+        receive()
+    elapsed = time.perf_counter_ns() - start
+    queue.unlink()
+    queue.close()
+    return elapsed / n
+
+
+# -- across processes: a forked producer, this process consumes -----------------
+
+
+def _cross(
+    open_queue: Callable[[str], object], send: str, receive: str, size: int, n: int, batch: int = 1
+) -> float:
+    queue_name = name()
+    queue = open_queue(queue_name)
+    message = b"x" * size
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if batch > 1:
+                send_many = getattr(queue, send)
+                for _ in range(n // batch):
+                    send_many([message] * batch)
+            else:
+                send_one = getattr(queue, send)
+                for _ in range(n):
+                    send_one(message)
+        finally:
+            os._exit(0)
+    receive_one = getattr(queue, receive)
+    start = time.perf_counter_ns()
+    if batch > 1:
+        received = 0
+        while received < n // batch * batch:
+            received += len(receive_one(batch))
+    else:
+        for _ in range(n):
+            receive_one()
+    elapsed = time.perf_counter_ns() - start
+    os.waitpid(pid, 0)
+    queue.unlink()
+    queue.close()
+    return elapsed / (n // batch * batch)
+
+
+def ours_cross(size: int, n: int) -> float:
+    return _cross(lambda q: MessageQueue(q, 10, 8192), "put", "get", size, n)
+
+
+def ours_cross_batch(size: int, n: int) -> float:
+    return _cross(lambda q: MessageQueue(q, 10, 8192), "put_many", "get_many", size, n, 8)
+
+
+def posix_ipc_cross(size: int, n: int) -> float:
+    assert posix_ipc is not None
+    return _cross(
+        lambda q: posix_ipc.MessageQueue(
+            q, posix_ipc.O_CREAT, max_messages=10, max_message_size=8192
+        ),
+        "send",
+        "receive",
+        size,
+        n,
+    )
+
+
+# -- the C loop ------------------------------------------------------------------
+
+
+def c_program() -> Path:
+    binary = Path(tempfile.gettempdir()) / f"bp-mqloop-{os.getuid()}"
+    subprocess.run(["cc", "-O2", "-o", str(binary), str(HERE / "mqloop.c"), "-lrt"], check=True)
+    return binary
+
+
+def c_loop(binary: Path, mode: str) -> Callable[[int, int], float]:
+    def run(size: int, n: int) -> float:
+        out = subprocess.run(
+            [str(binary), mode, str(size), str(n)], capture_output=True, text=True, check=True
+        )
+        return float(out.stdout)
+
+    return run
+
+
+# -- the CLI pipeline ------------------------------------------------------------
+
+
+def cli_pipeline(
+    reader: Callable[[str], List[str]],
+    writer: Callable[[str], List[str]],
+    lines_file: Path,
+    count: int,
+) -> float:
+    """Lines per second of `writer < file` into a concurrent `reader`, start-up included."""
+    queue_name = name()
+    start = time.perf_counter()
+    with open(os.devnull, "wb") as sink:
+        consumer = subprocess.Popen(reader(queue_name), stdout=sink)
+        with lines_file.open("rb") as source:
+            subprocess.run(writer(queue_name), stdin=source, check=True)
+        if consumer.wait(timeout=600) != 0:
+            raise RuntimeError("reader failed")
+    elapsed = time.perf_counter() - start
+    try:
+        MessageQueue(queue_name, create=False).unlink()
+    except Exception:
+        pass
+    return count / elapsed
+
+
+def startup_seconds(command: List[str], runs: int = 15) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# -- running ---------------------------------------------------------------------
+
+
+def alternate(competitors: Dict[str, Callable[[], float]], repeats: int) -> Dict[str, float]:
+    """Median of each competitor, runs interleaved so drift hits all alike."""
+    samples: Dict[str, List[float]] = {key: [] for key in competitors}
+    for _ in range(repeats):
+        for key, run in competitors.items():
+            samples[key].append(run())
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=200_000, help="messages per run")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--lines", type=int, default=300_000, help="lines in the CLI run")
+    parser.add_argument("--docs", action="store_true", help="also write the docs' table and chart")
+    args = parser.parse_args(argv)
+    n, repeats = args.n, args.repeats
+    binary = c_program()
+    have_posix_ipc = posix_ipc is not None
+    rows: List[Dict[str, object]] = []
+
+    def record(workload: str, medians: Dict[str, float], unit: str = "ns/msg") -> None:
+        row: Dict[str, object] = {"workload": workload, "unit": unit, **medians}
+        for baseline in ("posix_ipc", "C loop"):
+            if baseline in medians and "baseplate-mq" in medians:
+                row[f"ratio vs {baseline}"] = medians["baseplate-mq"] / medians[baseline]
+        rows.append(row)
+        print(
+            workload,
+            {
+                k: round(v, 3) if isinstance(v, float) else v
+                for k, v in row.items()
+                if k not in ("workload",)
+            },
+            flush=True,
+        )
+
+    for size, label in ((1, "1 B"), (8192, "8 KiB")):
+        competitors = {
+            "baseplate-mq": lambda s=size: ours_inproc(s, n),
+            "C loop": lambda s=size: c_loop(binary, "inproc")(s, n),
+        }
+        if have_posix_ipc:
+            competitors["posix_ipc"] = lambda s=size: posix_ipc_inproc(s, n)
+        record(f"in-process put+get, {label}", alternate(competitors, repeats))
+
+    competitors = {
+        "baseplate-mq": lambda: ours_cross(100, n),
+        "C loop": lambda: c_loop(binary, "cross")(100, n),
+    }
+    if have_posix_ipc:
+        competitors["posix_ipc"] = lambda: posix_ipc_cross(100, n)
+    record("cross-process, 100 B, depth 10", alternate(competitors, repeats))
+
+    record(
+        "batch of 8 (put_many/get_many), in-process, 1 B",
+        alternate(
+            {
+                "baseplate-mq": lambda: ours_batch(1, n),
+                "C loop": lambda: c_loop(binary, "batch")(1, n),
+            },
+            repeats,
+        ),
+    )
+    record(
+        "batch of 8, cross-process, 100 B",
+        alternate(
+            {
+                "baseplate-mq": lambda: ours_cross_batch(100, n),
+                "C loop": lambda: c_loop(binary, "cross")(100, n),
+            },
+            repeats,
+        ),
+    )
+
+    # The CLI pipeline, in lines per second (higher is better).
+    lines_file = Path(tempfile.gettempdir()) / "bp-bench-lines.txt"
+    with lines_file.open("w") as out:
+        for i in range(args.lines):
+            out.write(f"{i:08d} " + "x" * (12 + i % 81) + "\n")  # 20 to 100 bytes
+    script = shutil.which("baseplate-mq", path=os.path.dirname(sys.executable)) or "baseplate-mq"
+    count = str(args.lines)
+    pipeline = {
+        "baseplate-mq": lambda: cli_pipeline(
+            lambda q: [script, "read", q, "--count", count],
+            lambda q: [script, "write", q],
+            lines_file,
+            args.lines,
+        )
+    }
+    if have_posix_ipc:
+        legacy = [sys.executable, "-m", "benchmarks.legacy_tool"]
+        pipeline["posix_ipc-era tool"] = lambda: cli_pipeline(
+            lambda q: [*legacy, "--read", q, count],
+            lambda q: [*legacy, "--write", q],
+            lines_file,
+            args.lines,
+        )
+    medians = alternate(pipeline, max(3, repeats // 2))
+    row: Dict[str, object] = {
+        "workload": f"CLI write | read, {args.lines} lines",
+        "unit": "lines/s",
+        **medians,
+    }
+    if "posix_ipc-era tool" in medians:
+        row["speed-up vs posix_ipc-era tool"] = (
+            medians["baseplate-mq"] / medians["posix_ipc-era tool"]
+        )
+    rows.append(row)
+    print(row, flush=True)
+    lines_file.unlink()
+
+    help_time = startup_seconds([script, "--help"])
+    bare_time = startup_seconds([sys.executable, "-c", "pass"])
+    rows.append(
+        {
+            "workload": "baseplate-mq --help (wall time)",
+            "unit": "ms",
+            "baseplate-mq": help_time * 1000,
+            "python -c pass": bare_time * 1000,
+        }
+    )
+    print(rows[-1], flush=True)
+
+    RESULTS.mkdir(exist_ok=True)
+    tag = "pypy" if IMPLEMENTATION == "PyPy" else "cpython"
+    meta = {
+        "python": sys.version.split()[0],
+        "implementation": IMPLEMENTATION,
+        "messages per run": n,
+        "repeats": repeats,
+        "posix_ipc": have_posix_ipc,
+    }
+    (RESULTS / f"results-{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    table = render_table(rows, meta)
+    (RESULTS / f"results-{tag}.txt").write_text(table)
+    print(table)
+    if args.docs:
+        render_docs()
+
+
+def render_docs() -> None:
+    """The docs' table and chart for every interpreter measured so far (the
+    PyPy run needs no matplotlib: its JSON is rendered by the CPython run)."""
+    for path in sorted(RESULTS.glob("results-*.json")):
+        tag = path.stem.split("-", 1)[1]
+        saved = json.loads(path.read_text())
+        (DOCS / f"_bench-{tag}.rst").write_text(render_rst(saved["rows"], saved["meta"]))
+        chart(saved["rows"], DOCS / "_static" / f"bench-{tag}.png", saved["meta"])
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def _columns(rows: List[Dict[str, object]]) -> List[str]:
+    columns: List[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    return columns
+
+
+def render_table(rows: List[Dict[str, object]], meta: Dict[str, object]) -> str:
+    columns = _columns(rows)
+    lines = [
+        f"{meta['implementation']} {meta['python']}, medians of {meta['repeats']} "
+        f"alternated runs, {meta['messages per run']} messages each"
+    ]
+    for row in rows:
+        lines.append("  " + "; ".join(f"{k}: {_cell(row[k])}" for k in columns if k in row))
+    return "\n".join(lines) + "\n"
+
+
+def render_rst(rows: List[Dict[str, object]], meta: Dict[str, object]) -> str:
+    columns = _columns(rows)
+    out = [
+        f".. list-table:: {meta['implementation']} {meta['python']}: medians of "
+        f"{meta['repeats']} alternated runs",
+        "   :header-rows: 1",
+        "",
+    ]
+    out.append("   * - " + "\n     - ".join(columns))
+    for row in rows:
+        out.append("   * - " + "\n     - ".join(_cell(row.get(k, "")) or "-" for k in columns))
+    return "\n".join(out) + "\n"
+
+
+def chart(rows: List[Dict[str, object]], path: Path, meta: Dict[str, object]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, values, colours = [], [], []
+    for row in rows:
+        for key, colour in (("ratio vs posix_ipc", "tab:blue"), ("ratio vs C loop", "tab:orange")):
+            if key in row:
+                labels.append(f"{row['workload']}\n{key}")
+                values.append(float(row[key]))  # type: ignore[arg-type]
+                colours.append(colour)
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(labels) + 1.2))
+    ax.barh(range(len(values)), values, color=colours)
+    ax.set_yticks(range(len(values)), labels, fontsize=8)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("time per message, relative (1.0 = as fast as the competitor; lower is better)")
+    ax.set_title(f"baseplate-mq on {meta['implementation']} {meta['python']}")
+    fig.tight_layout()
+    path.parent.mkdir(exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
