@@ -508,7 +508,7 @@ def test_dropped_queue_releases_its_descriptor_with_a_resource_warning(queue_nam
 
 def test_no_descriptor_leak_over_many_cycles(queue_name: str) -> None:
     before = open_fds()
-    for i in range(3000):
+    for i in range(10000):
         queue = MessageQueue(queue_name, max_messages=2, max_message_size=8)
         if i % 3 == 0:
             queue.close()

@@ -94,7 +94,9 @@ else:
 
 
 def test_timeouts_never_end_early_under_load(make_queue: MakeQueue) -> None:
-    """Overshoot bound, measured here: well under 50 ms even with both cores busy."""
+    """Never early. Overshoot measured on the 2-core development machine with a
+    CI run alongside: median 0.19 ms, at most 1.2 ms over 50 waits of 1-100 ms;
+    the assertion allows 0.5 s for slow CI machines."""
     queue = make_queue()
     stop = threading.Event()
 
@@ -258,6 +260,16 @@ def test_queue_agrees_with_the_model(ops: list, capacity: int) -> None:  # type:
     finally:
         queue.close()
         unlink_quietly(name)
+
+
+def test_creation_honours_the_umask_like_a_file(queue_name: str) -> None:
+    old = os.umask(0o077)
+    try:
+        queue = MessageQueue(queue_name, mode=0o666)
+    finally:
+        os.umask(old)
+    with queue:
+        assert os.fstat(queue.fileno()).st_mode & 0o777 == 0o600
 
 
 def test_huge_and_hostile_sizes_create_nothing(queue_name: str) -> None:
