@@ -49,6 +49,7 @@ struct timespec {
 #define O_NONBLOCK ...
 #define MQ_PRIO_MAX ...
 #define NAME_MAX ...
+#define RLIMIT_MSGQUEUE ...
 
 /* The raw POSIX surface. */
 mqd_t mq_open(const char *name, int oflag, ...);
@@ -99,6 +100,7 @@ SOURCE = r"""
 #include <limits.h>
 #include <mqueue.h>
 #include <stddef.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 

@@ -55,6 +55,9 @@ MessageData = Union[str, bytes, bytearray, memoryview]
 PRIORITY_MAX: int = lib.MQ_PRIO_MAX
 #: The longest name after the leading slash, in bytes.
 NAME_MAX: int = lib.NAME_MAX
+#: The per-user byte allowance for queues (``ulimit -q``), for :func:`resource.getrlimit`;
+#: from ``<sys/resource.h>``, since PyPy's :mod:`resource` does not name it.
+RLIMIT_MSGQUEUE: int = lib.RLIMIT_MSGQUEUE
 #: The largest timeout accepted, in seconds (about 292 years).
 TIMEOUT_MAX: float = float((2**63 - 1) // 10**9 // 2)
 
@@ -362,7 +365,7 @@ def _explain_no_room(err: int, name: str, max_messages: int, max_message_size: i
                 f"cannot open queue {name!r}: this process has all {soft_files} of its file "
                 "descriptors open (ulimit -n); close some or raise the limit"
             )
-        soft_bytes, _ = resource.getrlimit(resource.RLIMIT_MSGQUEUE)
+        soft_bytes, _ = resource.getrlimit(RLIMIT_MSGQUEUE)
         needed = max_messages * (max_message_size + _KERNEL_BYTES_PER_MESSAGE)
         return (
             f"cannot create queue {name!r}: it needs about {needed} bytes of this user's "
