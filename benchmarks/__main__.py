@@ -43,17 +43,24 @@ def name() -> str:
 # -- in-process round trips: put then get, the queue always ready -------------
 
 
-def ours_inproc(size: int, n: int) -> float:
-    queue = MessageQueue(name(), 10, 8192)
-    put, get, message = queue.put, queue.get, b"x" * size
+def _time_round_trips(
+    send: Callable[[bytes], object], receive: Callable[[], object], message: bytes, n: int
+) -> float:
+    """Nanoseconds per send-then-receive, the queue always ready."""
     start = time.perf_counter_ns()
     for _ in range(n):
-        put(message)
-        get()
-    elapsed = time.perf_counter_ns() - start
-    queue.unlink()
-    queue.close()
-    return elapsed / n
+        send(message)
+        receive()
+    return (time.perf_counter_ns() - start) / n
+
+
+def ours_inproc(size: int, n: int) -> float:
+    queue = MessageQueue(name(), 10, 8192)
+    try:
+        return _time_round_trips(queue.put, queue.get, b"x" * size, n)
+    finally:
+        queue.unlink()
+        queue.close()
 
 
 def ours_batch(size: int, n: int) -> float:
@@ -74,15 +81,11 @@ def posix_ipc_inproc(size: int, n: int) -> float:
     queue = posix_ipc.MessageQueue(
         name(), posix_ipc.O_CREAT, max_messages=10, max_message_size=8192
     )
-    send, receive, message = queue.send, queue.receive, b"x" * size
-    start = time.perf_counter_ns()
-    for _ in range(n):
-        send(message)
-        receive()
-    elapsed = time.perf_counter_ns() - start
-    queue.unlink()
-    queue.close()
-    return elapsed / n
+    try:
+        return _time_round_trips(queue.send, queue.receive, b"x" * size, n)
+    finally:
+        queue.unlink()
+        queue.close()
 
 
 # -- across processes: a forked producer, this process consumes -----------------
