@@ -280,6 +280,22 @@ def test_sigterm_during_a_blocked_write_exits_143_and_reports(make_queue: MakeQu
     assert queue.get(timeout=0) == b"a"
 
 
+def test_ctrl_c_during_a_blocked_write_exits_130_and_reports(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=1, max_message_size=8)
+    writer = subprocess.Popen(
+        [*BPMQ, "write", queue.name], stdin=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert writer.stdin is not None and writer.stderr is not None
+    writer.stdin.write(b"a\nb\n")
+    writer.stdin.flush()
+    time.sleep(0.5)
+    writer.send_signal(signal.SIGINT)
+    assert writer.wait(timeout=10) == 130
+    stderr = writer.stderr.read()
+    assert b"interrupted after sending" in stderr and b"Traceback" not in stderr
+    assert queue.get_many(5, timeout=0) == [b"a"]
+
+
 def test_read_into_a_closed_pipe_is_quiet_and_puts_messages_back(make_queue: MakeQueue) -> None:
     queue = make_queue()
     queue.put_many([b"%d" % i for i in range(6)])
