@@ -886,7 +886,8 @@ class MessageQueue:
 
     async def get_async(self, timeout: Optional[float] = None) -> Message:
         """Like :meth:`get`, for asyncio: waits on the event loop, never blocks it."""
-        data = self._new_buffer()[0]
+        buffer = self._new_buffer()  # keep the owner alive, not just the pointer
+        data = buffer[0]
         deadline = _deadline(_check_timeout(timeout))
         while True:
             result = lib.bp_receive(data, _NOW)
