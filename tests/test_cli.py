@@ -265,7 +265,10 @@ def test_ctrl_c_on_a_blocked_read_exits_130_quietly(queue_name: str) -> None:
     assert reader.stderr is not None and reader.stderr.read() == b""
 
 
-def test_sigterm_during_a_blocked_write_exits_143_and_reports(make_queue: MakeQueue) -> None:
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_during_a_blocked_write_exits_and_reports(
+    make_queue: MakeQueue, signum: int, code: int
+) -> None:
     queue = make_queue(max_messages=1, max_message_size=8)
     writer = subprocess.Popen(
         [*BPMQ, "write", queue.name], stdin=subprocess.PIPE, stderr=subprocess.PIPE
@@ -274,23 +277,8 @@ def test_sigterm_during_a_blocked_write_exits_143_and_reports(make_queue: MakeQu
     writer.stdin.write(b"a\nb\nc\n")
     writer.stdin.flush()
     time.sleep(0.5)  # "a" is in, "b" waits for room
-    writer.send_signal(signal.SIGTERM)
-    assert writer.wait(timeout=10) == 143
-    assert b"interrupted after sending" in writer.stderr.read()
-    assert queue.get(timeout=0) == b"a"
-
-
-def test_ctrl_c_during_a_blocked_write_exits_130_and_reports(make_queue: MakeQueue) -> None:
-    queue = make_queue(max_messages=1, max_message_size=8)
-    writer = subprocess.Popen(
-        [*BPMQ, "write", queue.name], stdin=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert writer.stdin is not None and writer.stderr is not None
-    writer.stdin.write(b"a\nb\n")
-    writer.stdin.flush()
-    time.sleep(0.5)
-    writer.send_signal(signal.SIGINT)
-    assert writer.wait(timeout=10) == 130
+    writer.send_signal(signum)
+    assert writer.wait(timeout=10) == code
     stderr = writer.stderr.read()
     assert b"interrupted after sending" in stderr and b"Traceback" not in stderr
     assert queue.get_many(5, timeout=0) == [b"a"]
