@@ -39,6 +39,8 @@ READ_BATCH = 1024
 OUTPUT_BUFFER = 64 * 1024
 #: Input is read in chunks of this size.
 INPUT_CHUNK = 64 * 1024
+#: While waiting for messages, how often ``read`` checks that its output is still read.
+OUTPUT_CHECK = 0.5
 #: How long a reader whose output failed waits to put a message back.
 PUT_BACK_TIMEOUT = 5.0
 
@@ -225,44 +227,60 @@ def consume(
 
     output = _Output(queue, sys.stdout.fileno(), delimiter)
     taken = 0
+    drained = False  # did the last batch empty the queue?
     try:
         while count is None or taken < count:
             want = READ_BATCH if count is None else min(READ_BATCH, count - taken)
-            try:
-                messages = queue.get_many(want, timeout=0)
-            except TimedOutError:
+            if drained:
                 output.flush()  # about to wait: show what we have
-                if not _wait_for_message(queue, output.fd, timeout):
+                messages = _wait_for_messages(queue, want, timeout, output.fd)
+                if not messages:
                     break
-                continue
+            else:
+                try:
+                    messages = queue.get_many(want, timeout=0)
+                except TimedOutError:
+                    drained = True
+                    continue
             output.add(messages)
             taken += len(messages)
+            drained = len(messages) < want
     finally:
         output.flush()
     return taken
 
 
-def _wait_for_message(queue: MessageQueue, output_fd: int, timeout: Optional[float]) -> bool:
-    """Wait until ``queue`` is readable (True) or ``timeout`` passes (False).
+def _wait_for_messages(
+    queue: MessageQueue, want: int, timeout: Optional[float], output_fd: int
+) -> List[Message]:
+    """Wait for the next messages, the kernel doing the waiting; return [] once
+    ``timeout`` seconds pass without one.
 
-    Also watches our output: when whoever reads it goes away (``read | head
-    -1``), poll reports an error on the pipe and we stop now, rather than
-    when the next message arrives to be written.
+    Every OUTPUT_CHECK seconds of silence, check that someone still reads our
+    output, so that ``read | head -1`` ends soon after head does.
     """
-    poller = select.poll()
-    poller.register(queue.fileno(), select.POLLIN)
-    poller.register(output_fd, 0)  # errors and hang-ups are always reported
+    from baseplate.message_queue import TimedOutError
+
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        events = poller.poll(None if left is None else left * 1000)
-        for fd, event in events:
-            if fd == output_fd and event & (select.POLLERR | select.POLLHUP):
-                raise BrokenPipeError()
-        if events:
-            return True
-        if left is not None and left <= 0:
-            return False
+        wait = OUTPUT_CHECK
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - time.monotonic()))
+        try:
+            return queue.get_many(want, timeout=wait)
+        except TimedOutError:
+            pass
+        if _reader_is_gone(output_fd):
+            raise BrokenPipeError()
+        if deadline is not None and time.monotonic() >= deadline:
+            return []
+
+
+def _reader_is_gone(fd: int) -> bool:
+    """True when ``fd`` is a pipe or socket whose other end was closed."""
+    poller = select.poll()
+    poller.register(fd, 0)  # errors and hang-ups are always reported
+    return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
 
 
 def produce(queue: MessageQueue, priority: int, timeout: Optional[float], delimiter: bytes) -> int:
