@@ -492,6 +492,22 @@ class _AsyncReadiness:
 # The queue
 
 
+_LENGTH_MASK = 0xFFFFFFFF
+
+
+def _split_messages(received: bytes, ends: List[int], messages: List[Message]) -> None:
+    """Append the :class:`Message` objects packed in ``received`` to ``messages``;
+    ``ends[i]`` is (priority << 32) | where message i ends."""
+    start = 0
+    for end in ends:
+        stop = end & _LENGTH_MASK
+        message = Message(received[start:stop])
+        if end > _LENGTH_MASK:
+            message.priority = end >> 32
+        messages.append(message)
+        start = stop
+
+
 def unlink(name: Union[str, bytes]) -> None:
     """Remove the queue called ``name``.
 
@@ -826,38 +842,35 @@ class MessageQueue:
 
         Raises :class:`TimedOutError` only if no message came in time.
         """
-        max_count = _check_int(max_count, "max_count")
-        if max_count < 1:
-            raise InvalidParametersError(f"max_count={max_count} must be at least 1")
+        if max_count.__class__ is not int or max_count < 1:
+            max_count = _check_int(max_count, "max_count")
+            if max_count < 1:
+                raise InvalidParametersError(f"max_count={max_count} must be at least 1")
         batches = self._batch_buffers
         try:
             batch = batches.pop()
         except IndexError:
             batch = self._new_batch_buffer()
         buf, capacity, results, slots = batch
+        if timeout is None and select.select is _NATIVE_SELECT:
+            deadline = first = _FOREVER
+        else:
+            deadline = _deadline(_check_timeout(timeout))
+            first = _NOW if select.select is not _NATIVE_SELECT else deadline
         messages: List[Message] = []
-        deadline = _deadline(_check_timeout(timeout))
-        cooperative = select.select is not _NATIVE_SELECT
         while True:
             result = lib.bp_receive_many(
                 self._queue,
                 buf,
                 capacity,
                 min(slots, max_count - len(messages)),
-                _NOW if messages or cooperative else deadline,
+                _NOW if messages else first,
                 results,
             )
             count = result & 0xFFFFFFFF
             if count:
                 ends = _unpack(results, count)
-                received = _unpack(buf, ends[-1] & 0xFFFFFFFF)
-                start = 0
-                for end in ends:
-                    message = Message(received[start : end & 0xFFFFFFFF])
-                    if end >> 32:
-                        message.priority = end >> 32
-                    messages.append(message)
-                    start = end & 0xFFFFFFFF
+                _split_messages(_unpack(buf, ends[-1] & _LENGTH_MASK), ends, messages)
                 if len(messages) == max_count:
                     break
             code = result >> 32
