@@ -74,6 +74,11 @@ _HARD_MSGSIZEMAX = 16 * 1024 * 1024
 _KERNEL_BYTES_PER_MESSAGE = 96
 
 _unpack = ffi.unpack
+# The hot helpers, bound once: looking them up on `lib` costs on every call.
+_bp_put = lib.bp_put
+_bp_get = lib.bp_get
+_bp_send_many = lib.bp_send_many
+_bp_receive_many = lib.bp_receive_many
 _BUFFER_HEADER = ffi.offsetof("struct bp_buffer", "data")
 _monotonic_ns = time.monotonic_ns
 # Receive buffers are filled by the kernel: zeroing them first is wasted work.
@@ -663,7 +668,7 @@ class MessageQueue:
         if priority.__class__ is not int or not 0 <= priority < PRIORITY_MAX:
             priority = _check_priority(priority)
         if timeout is None and select.select is _NATIVE_SELECT:
-            result = lib.bp_put(self._queue, message, len(message), priority)
+            result = _bp_put(self._queue, message, len(message), priority)
             if result:
                 self._put_slowly(message, None, priority, -result)
         else:
@@ -732,7 +737,7 @@ class MessageQueue:
         cooperative = select.select is not _NATIVE_SELECT
         # An in/out deadline is needed only when messages wait a while each.
         deadline = ffi.new("long long *", _deadline(timeout_ns)) if timeout_ns > 0 else ffi.NULL
-        result = lib.bp_send_many(
+        result = _bp_send_many(
             self._queue,
             data,
             lengths,
@@ -806,7 +811,7 @@ class MessageQueue:
             buffer = self._new_buffer()
         data = buffer[0]
         if timeout is None and select.select is _NATIVE_SELECT:
-            result = lib.bp_get(data)
+            result = _bp_get(data)
             if result < 0:
                 result = self._get_slowly(data, None, -result)
         else:
@@ -859,7 +864,7 @@ class MessageQueue:
             first = _NOW if select.select is not _NATIVE_SELECT else deadline
         messages: List[Message] = []
         while True:
-            result = lib.bp_receive_many(
+            result = _bp_receive_many(
                 self._queue,
                 buf,
                 capacity,

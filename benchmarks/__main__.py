@@ -205,7 +205,10 @@ def startup_seconds(command: List[str], runs: int = 15) -> float:
 
 
 def alternate(competitors: Dict[str, Callable[[], float]], repeats: int) -> Dict[str, float]:
-    """Median of each competitor, runs interleaved so drift hits all alike."""
+    """Median of each competitor, runs interleaved so drift hits all alike,
+    after one unmeasured warm-up run each (PyPy's JIT, caches)."""
+    for run in competitors.values():
+        run()
     samples: Dict[str, List[float]] = {key: [] for key in competitors}
     for _ in range(repeats):
         for key, run in competitors.items():
