@@ -313,7 +313,7 @@ def _as_buffer(message: Any, index: Optional[int] = None) -> Union[bytes, memory
 def _as_bytes_like(message: Any) -> Any:
     """Return what cffi can pass as ``const char *`` (len() in bytes), or raise TypeError."""
     data = _as_buffer(message)
-    return data if type(data) is bytes else ffi.from_buffer(data)
+    return data if isinstance(data, bytes) else ffi.from_buffer(data)
 
 
 # --------------------------------------------------------------------------
@@ -710,7 +710,15 @@ class MessageQueue:
 
         :returns: the number of messages sent, i.e. all of them.
         """
-        batch: List[Any] = messages if type(messages) is list else list(messages)
+        if type(messages) is list:
+            batch: List[Any] = messages
+        elif isinstance(messages, (str, bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"put_many takes an iterable of messages, not one {type(messages).__name__}: "
+                "use put() for a single message"
+            )
+        else:
+            batch = list(messages)
         if not batch:
             return 0
         try:

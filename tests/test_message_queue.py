@@ -365,6 +365,13 @@ def test_put_many_takes_any_iterable_and_mixed_types(queue: MessageQueue) -> Non
     assert queue.get_many(10) == [b"text", b"bytes", b"ba", b"mv"]
 
 
+@pytest.mark.parametrize("single", ["hello", b"hello", bytearray(b"hello"), memoryview(b"hello")])
+def test_put_many_refuses_a_single_message(queue: MessageQueue, single: object) -> None:
+    with pytest.raises(TypeError, match=r"iterable of messages.*use put"):
+        queue.put_many(single)  # type: ignore[arg-type]
+    assert queue.current_messages == 0
+
+
 def test_put_many_with_wide_items_counts_bytes(queue: MessageQueue) -> None:
     wide = array.array("i", [1, 2, 3])
     queue.put_many([wide, b"x"])
