@@ -703,7 +703,8 @@ class MessageQueue:
         """Send ``messages`` in order, with one call into C for the lot.
 
         Every message is checked first: if one has the wrong type or is too
-        long, nothing is sent (the error's ``index`` says which). ``timeout``
+        long, nothing is sent (the error's ``index`` says which). A single
+        str or bytes is refused with :class:`TypeError`: use :meth:`put`. ``timeout``
         bounds the wait for room *for each message*, as it bounds the wait
         for the first message in :meth:`get_many`; when it runs out,
         :class:`TimedOutError` says in ``sent`` how many went out.
