@@ -4,9 +4,12 @@ The layers: ``build_ffi.py`` declares the C surface, ``baseplate._mqueue`` is
 the raw cffi binding it generates, and this module is the Python API. Every
 ``errno`` becomes an exception in one place, :func:`_error_for`.
 
-How waiting works: the queue descriptor is left in blocking mode, so a plain
-:meth:`MessageQueue.get` or :meth:`MessageQueue.put` is a single system call
-that sleeps in the kernel with the GIL released. When :mod:`select` has been
+How waiting works: the queue descriptor is left in blocking mode. A plain
+:meth:`MessageQueue.get` or :meth:`MessageQueue.put` makes one call into C,
+with the GIL released, that tries once, keeps trying for up to 10 µs when it
+would have to wait (a peer on another core usually acts within that time,
+and a sleep plus a wake-up costs far more), and then sleeps in the kernel.
+When :mod:`select` has been
 monkey-patched (gevent, eventlet), or under asyncio, or with a timeout of 0,
 calls instead *try* (an already expired deadline, so the kernel never sleeps)
 and wait for the descriptor to become ready through the patched
