@@ -25,8 +25,8 @@ def test_load_with_a_signal_storm_delivers_every_message_exactly_once(
     make_queue: MakeQueue,
 ) -> None:
     queue = make_queue(max_messages=4, max_message_size=256)
-    result = run_load(queue.name, producers=3, consumers=2, threads=3, per_producer=6000, idle=1.5)
-    assert result["received"] == result["sent"] == 18000
+    result = run_load(queue.name, producers=3, consumers=2, threads=3, per_producer=8000, idle=1.5)
+    assert result["received"] == result["sent"] == 24000
     assert (
         result["lost"],
         result["duplicated"],
