@@ -67,6 +67,8 @@ TIMEOUT_MAX: float = float((2**63 - 1) // 10**9 // 2)
 _LONG_MAX = 2 ** (8 * ffi.sizeof("long") - 1) - 1
 _WOULD_BLOCK = (errno.ETIMEDOUT, errno.EAGAIN)
 _FOREVER = -1  # deadline sentinels understood by the bp_* helpers
+# The helpers pack results as (priority or errno) << 32 | length or count.
+_LENGTH_MASK = 0xFFFFFFFF
 _NOW = 0
 # Largest receive buffer get_many() allocates per call (it loops for more).
 _BATCH_BUFFER_MAX = 1 << 20
@@ -500,9 +502,6 @@ class _AsyncReadiness:
 # The queue
 
 
-_LENGTH_MASK = 0xFFFFFFFF
-
-
 def _split_messages(received: bytes, ends: List[int], messages: List[Message]) -> None:
     """Append the :class:`Message` objects packed in ``received`` to ``messages``;
     ``ends[i]`` is (priority << 32) | where message i ends."""
@@ -758,7 +757,7 @@ class MessageQueue:
             _NOW if cooperative else timeout_ns,
             deadline,
         )
-        sent: int = result & 0xFFFFFFFF
+        sent: int = result & _LENGTH_MASK
         if sent == len(lengths):
             return sent
         return self._put_many_slowly(data, lengths, priority, timeout_ns, deadline, result)
@@ -778,7 +777,7 @@ class MessageQueue:
         total = len(lengths)
         sent = offset = 0
         while True:
-            count = result & 0xFFFFFFFF
+            count = result & _LENGTH_MASK
             if count:
                 if cooperative and timeout_ns > 0:
                     deadline[0] = _monotonic_ns() + timeout_ns
@@ -828,7 +827,7 @@ class MessageQueue:
                 result = self._get_slowly(data, None, -result)
         else:
             result = self._get_slowly(data, timeout, 0)
-        message = Message(_unpack(data, result & 0xFFFFFFFF))
+        message = Message(_unpack(data, result & _LENGTH_MASK))
         buffers.append(buffer)
         if result >> 32:
             message.priority = result >> 32
@@ -884,7 +883,7 @@ class MessageQueue:
                 _NOW if messages else first,
                 results,
             )
-            count = result & 0xFFFFFFFF
+            count = result & _LENGTH_MASK
             if count:
                 ends = _unpack(results, count)
                 _split_messages(_unpack(buf, ends[-1] & _LENGTH_MASK), ends, messages)
@@ -922,7 +921,7 @@ class MessageQueue:
         while True:
             result = lib.bp_receive(data, _NOW)
             if result >= 0:
-                message = Message(_unpack(data, result & 0xFFFFFFFF))
+                message = Message(_unpack(data, result & _LENGTH_MASK))
                 if result >> 32:
                     message.priority = result >> 32
                 return message
