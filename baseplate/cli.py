@@ -164,7 +164,7 @@ def _delimiter(null: bool) -> bytes:
 
 
 # --------------------------------------------------------------------------
-# The work, shared by the subcommands and the seed's --read/--write/--create
+# The work behind the subcommands
 
 
 class _Output:
@@ -351,42 +351,6 @@ def _open(
     )
 
 
-def do_read(
-    name: str,
-    count: Optional[int],
-    timeout: Optional[float],
-    null: bool,
-    max_messages: int,
-    max_message_size: int,
-    create: bool,
-) -> None:
-    with _open(name, max_messages, max_message_size, create) as queue:
-        consume(queue, count, timeout, _delimiter(null))
-
-
-def do_write(
-    name: str,
-    priority: int,
-    timeout: Optional[float],
-    null: bool,
-    max_messages: int,
-    max_message_size: int,
-    create: bool,
-) -> None:
-    with _open(name, max_messages, max_message_size, create) as queue:
-        produce(queue, priority, timeout, _delimiter(null))
-
-
-def do_create(
-    name: str, max_messages: int, max_message_size: int, mode: int, exclusive: bool
-) -> None:
-    with _open(name, max_messages, max_message_size, True, mode, exclusive) as queue:
-        click.echo(
-            f"{queue.name}: max_messages={queue.max_messages} "
-            f"max_message_size={queue.max_message_size}"
-        )
-
-
 # --------------------------------------------------------------------------
 # Commands
 
@@ -434,7 +398,8 @@ def read(
 
     Example: baseplate-mq read /events --count 10 --timeout 5
     """
-    do_read(queue, count, timeout, null, max_messages, max_message_size, create)
+    with _open(queue, max_messages, max_message_size, create) as opened:
+        consume(opened, count, timeout, _delimiter(null))
 
 
 @cli.command()
@@ -478,7 +443,8 @@ def write(
 
     Example: printf 'one\\ntwo\\n' | baseplate-mq write /events --priority 3
     """
-    do_write(queue, priority, timeout, null, max_messages, max_message_size, create)
+    with _open(queue, max_messages, max_message_size, create) as opened:
+        produce(opened, priority, timeout, _delimiter(null))
 
 
 @cli.command()
@@ -501,7 +467,11 @@ def create(
 
     Example: baseplate-mq create /events --max-messages 10 --mode 600
     """
-    do_create(queue, max_messages, max_message_size, mode, exclusive)
+    with _open(queue, max_messages, max_message_size, True, mode, exclusive) as opened:
+        click.echo(
+            f"{opened.name}: max_messages={opened.max_messages} "
+            f"max_message_size={opened.max_message_size}"
+        )
 
 
 @cli.command()
@@ -584,12 +554,11 @@ def legacy(
     chosen = [q for q in (read_queue, write_queue, create_queue) if q is not None]
     if len(chosen) != 1:
         raise click.UsageError("give exactly one of --read, --write or --create")
-    if read_queue is not None:
-        do_read(read_queue, None, None, False, max_messages, max_message_size, True)
-    elif write_queue is not None:
-        do_write(write_queue, 0, None, False, max_messages, max_message_size, True)
-    else:
-        do_create(chosen[0], max_messages, max_message_size, 0o644, False)
+    # The subcommands do the work; invoke() gives them their own defaults.
+    command = read if read_queue is not None else write if write_queue is not None else create
+    click.get_current_context().invoke(
+        command, queue=chosen[0], max_messages=max_messages, max_message_size=max_message_size
+    )
 
 
 def _run(command: click.Command, prog_name: str) -> None:
