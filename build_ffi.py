@@ -9,9 +9,10 @@ in. They exist for speed and for one consistent error convention:
 
 * they return ``-errno`` on failure instead of setting ``errno``, so Python
   needs no second trip through ``ffi.errno``;
-* a deadline is ``< 0`` to wait forever, ``0`` not to wait (an already
-  expired deadline, which the kernel answers with ``ETIMEDOUT`` at once), or
-  a ``CLOCK_MONOTONIC`` time in nanoseconds (``time.monotonic_ns()``), so a
+* a deadline is ``< 0`` to wait forever, ``0`` not to wait (``ETIMEDOUT``
+  at once if the call would block: a plain call on the queue's non-blocking
+  twin descriptor, else an already expired deadline), or a
+  ``CLOCK_MONOTONIC`` time in nanoseconds (``time.monotonic_ns()``), so a
   retry after ``EINTR`` keeps the original deadline;
 * the ``*_many`` helpers loop in C, so one call (and one release of the GIL)
   moves many messages.
@@ -50,6 +51,7 @@ struct timespec {
 #define MQ_PRIO_MAX ...
 #define NAME_MAX ...
 #define RLIMIT_MSGQUEUE ...
+#define BP_PACK_SHIFT ...
 
 /* The raw POSIX surface. */
 mqd_t mq_open(const char *name, int oflag, ...);
@@ -63,11 +65,14 @@ int mq_timedsend(mqd_t mqdes, const char *msg_ptr, size_t msg_len,
 ssize_t mq_timedreceive(mqd_t mqdes, char *msg_ptr, size_t msg_len,
                         unsigned int *msg_prio, const struct timespec *abs_timeout);
 
-/* The queue as the helpers see it: one per MessageQueue object. close()
-   sets mqd to -1, so no helper can reach a descriptor number the OS has
-   since handed to someone else. */
+/* The queue as the helpers see it: one per MessageQueue object. `mqd` is
+   the blocking descriptor, for waits; `try_mqd` a non-blocking one of the
+   same queue, for attempts that must not wait, or -1. close() sets both to
+   -1, so no helper can reach a descriptor number the OS has since handed to
+   someone else. */
 struct bp_queue {
     int mqd;
+    int try_mqd;
     size_t msgsize;
     ...;
 };
@@ -79,10 +84,13 @@ struct bp_buffer {
     char data[];
 };
 
-/* Helpers: -errno on failure; deadlines on CLOCK_MONOTONIC (see SOURCE). */
+/* Helpers: -errno on failure; deadlines on CLOCK_MONOTONIC (see SOURCE).
+   Two numbers come back packed in one: (priority or errno) << BP_PACK_SHIFT
+   | length, offset or count. */
 int bp_open(const char *name, int oflag, unsigned int mode, long maxmsg, long msgsize);
-int bp_put(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio);
-long long bp_get(char *data);
+int bp_open_twin(int mqd, const char *name, int oflag);
+int bp_try_put(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio);
+long long bp_try_get(char *data);
 int bp_send(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio,
             long long deadline_ns);
 long long bp_receive(char *data, long long deadline_ns);
@@ -102,8 +110,16 @@ SOURCE = r"""
 #include <stddef.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Results pack a priority or errno above a length, offset or count below
+   this shift. 30 bits hold any message (the kernel caps them at 16 MiB) and
+   any batch, and keep the common result (priority 0) a one-digit CPython
+   int, which the interpreter compares without a detour. */
+#define BP_PACK_SHIFT 30
+#define BP_PACK_MASK ((1LL << BP_PACK_SHIFT) - 1)
 
 /* The epoch: a deadline that has always passed, so the call never sleeps. */
 static const struct timespec bp_expired = {0, 0};
@@ -142,8 +158,30 @@ static int bp_open(const char *name, int oflag, unsigned int mode, long maxmsg, 
     return mqd == (mqd_t)-1 ? -errno : (int)mqd;
 }
 
+/* Opens a second, non-blocking descriptor of queue `mqd`, which is called
+   `name` and was opened with `oflag`. Attempts that must not wait go through
+   it as plain mq_send/mq_receive: the kernel serves those faster than
+   mq_timed* with an expired deadline, which must copy and check the
+   deadline. Returns -1 (the helpers then use the expired deadline) if it
+   cannot be opened, or if it is not the same queue: the name was unlinked,
+   and perhaps reused, since `mqd` was opened. */
+static int bp_open_twin(int mqd, const char *name, int oflag)
+{
+    struct stat first, second;
+    mqd_t twin = mq_open(name, (oflag & O_ACCMODE) | O_NONBLOCK);
+    if (twin == (mqd_t)-1)
+        return -1;
+    if (fstat(mqd, &first) != 0 || fstat((int)twin, &second) != 0
+        || first.st_dev != second.st_dev || first.st_ino != second.st_ino) {
+        mq_close(twin);
+        return -1;
+    }
+    return (int)twin;
+}
+
 struct bp_queue {
     int mqd;
+    int try_mqd;
     size_t msgsize;
 };
 
@@ -155,14 +193,20 @@ struct bp_buffer {
 #define BP_BUFFER_OF(data) ((struct bp_buffer *)((data) - offsetof(struct bp_buffer, data)))
 
 /* One attempt, which may sleep. Deadlines: < 0 waits forever, 0 does not
-   wait, > 0 is a CLOCK_MONOTONIC time in nanoseconds. A wait that ends before
-   it (the wall clock jumped) waits again, so a timeout never ends early. */
+   wait (ETIMEDOUT if it would have to), > 0 is a CLOCK_MONOTONIC time in
+   nanoseconds. A wait that ends before it (the wall clock jumped) waits
+   again, so a timeout never ends early. */
 static int bp_send_once(struct bp_queue *queue, const char *msg, size_t len,
                         unsigned int prio, long long deadline_ns)
 {
     struct timespec ts;
     long long left;
     int r;
+    if (deadline_ns == 0 && queue->try_mqd >= 0) {
+        if (mq_send(queue->try_mqd, msg, len, prio) == 0)
+            return 0;
+        return errno == EAGAIN ? -ETIMEDOUT : -errno;
+    }
     if (deadline_ns < 0)
         return mq_send(queue->mqd, msg, len, prio) < 0 ? -errno : 0;
     do {
@@ -173,14 +217,18 @@ static int bp_send_once(struct bp_queue *queue, const char *msg, size_t len,
 }
 
 /* The same for receiving into `data`, which has room for msgsize bytes.
-   Returns (priority << 32) | length, or -errno. */
+   Returns (priority << BP_PACK_SHIFT) | length, or -errno. */
 static long long bp_receive_once(struct bp_queue *queue, char *data, long long deadline_ns)
 {
     struct timespec ts;
     unsigned int prio = 0;
     long long left;
     ssize_t n;
-    if (deadline_ns < 0) {
+    if (deadline_ns == 0 && queue->try_mqd >= 0) {
+        n = mq_receive(queue->try_mqd, data, queue->msgsize, &prio);
+        if (n < 0 && errno == EAGAIN)
+            return -ETIMEDOUT;
+    } else if (deadline_ns < 0) {
         n = mq_receive(queue->mqd, data, queue->msgsize, &prio);
     } else {
         do {
@@ -191,7 +239,7 @@ static long long bp_receive_once(struct bp_queue *queue, char *data, long long d
     }
     if (n < 0)
         return -(long long)errno;
-    return ((long long)prio << 32) | (long long)n;
+    return ((long long)prio << BP_PACK_SHIFT) | (long long)n;
 }
 
 /* Before a send or receive sleeps in the kernel, it keeps trying for this
@@ -242,24 +290,25 @@ static long long bp_receive(char *data, long long deadline_ns)
     return bp_receive_into(BP_BUFFER_OF(data)->queue, data, deadline_ns);
 }
 
-/* The fast path of get(): receive, waiting as long as it takes. */
-static long long bp_get(char *data)
+/* The fast path of get(): receive if a message is there, else -ETIMEDOUT
+   (and get() goes on to wait). */
+static long long bp_try_get(char *data)
 {
-    return bp_receive(data, -1);
+    return bp_receive_once(BP_BUFFER_OF(data)->queue, data, 0);
 }
 
-/* The fast path of put(): send, waiting as long as it takes. */
-static int bp_put(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio)
+/* The fast path of put(): send if there is room, else -ETIMEDOUT. */
+static int bp_try_put(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio)
 {
-    return bp_send(queue, msg, len, prio, -1);
+    return bp_send_once(queue, msg, len, prio, 0);
 }
 
 /* Sends `count` messages stored back to back in `data`, in order. With
    timeout_ns > 0 each message may wait that long: the first until *deadline,
    each later one from the moment the one before it went out, and *deadline
    is left as the deadline of the message that was not sent (NULL is fine
-   when timeout_ns <= 0). Returns (errno << 32) | number sent, errno being 0
-   when all were sent. */
+   when timeout_ns <= 0). Returns (errno << BP_PACK_SHIFT) | number sent,
+   errno being 0 when all were sent. */
 static long long bp_send_many(struct bp_queue *queue, const char *data, const size_t *lens,
                               size_t count, unsigned int prio, long long timeout_ns,
                               long long *deadline)
@@ -274,14 +323,15 @@ static long long bp_send_many(struct bp_queue *queue, const char *data, const si
             break;
         data += lens[i];
     }
-    return ((long long)-r << 32) | (long long)i;
+    return ((long long)-r << BP_PACK_SHIFT) | (long long)i;
 }
 
 /* Receives up to `max_count` messages back to back into `buf`: the first
    waits until `first_deadline_ns`, the rest only if already there. Stops
    when the buffer could not hold another message of the queue's msgsize.
-   results[i] is (priority << 32) | the offset where message i ends. Returns
-   (errno << 32) | count, errno being what ended the loop before max_count
+   results[i] is (priority << BP_PACK_SHIFT) | the offset where message i
+   ends. Returns (errno << BP_PACK_SHIFT) | count, errno being what ended the
+   loop before max_count
    (ETIMEDOUT once the queue is drained) or 0. */
 static long long bp_receive_many(struct bp_queue *queue, char *buf, size_t capacity,
                                  size_t max_count, long long first_deadline_ns,
@@ -293,12 +343,12 @@ static long long bp_receive_many(struct bp_queue *queue, char *buf, size_t capac
         r = bp_receive_into(queue, buf + offset, deadline_ns);
         if (r < 0)
             break;
-        offset += (size_t)(r & 0xffffffffLL);
-        results[i] = (r & ~0xffffffffLL) | (long long)offset;
+        offset += (size_t)(r & BP_PACK_MASK);
+        results[i] = (r & ~BP_PACK_MASK) | (long long)offset;
         deadline_ns = 0;
         r = 0;
     }
-    return ((long long)-r << 32) | (long long)i;
+    return ((long long)-r << BP_PACK_SHIFT) | (long long)i;
 }
 """
 

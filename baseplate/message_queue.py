@@ -4,16 +4,17 @@ The layers: ``build_ffi.py`` declares the C surface, ``baseplate._mqueue`` is
 the raw cffi binding it generates, and this module is the Python API. Every
 ``errno`` becomes an exception in one place, :func:`_error_for`.
 
-How waiting works: the queue descriptor is left in blocking mode. A plain
-:meth:`MessageQueue.get` or :meth:`MessageQueue.put` makes one call into C,
-with the GIL released, that tries once, keeps trying for up to 10 µs when it
-would have to wait (a peer on another core usually acts within that time,
-and a sleep plus a wake-up costs far more), and then sleeps in the kernel.
-When :mod:`select` has been
-monkey-patched (gevent, eventlet), or under asyncio, or with a timeout of 0,
-calls instead *try* (an already expired deadline, so the kernel never sleeps)
-and wait for the descriptor to become ready through the patched
-``select.select`` or the event loop, so other greenlets and tasks run.
+How waiting works: each queue has two descriptors, a blocking one and a
+non-blocking twin. A plain :meth:`MessageQueue.get` or :meth:`MessageQueue.put`
+first *tries*, through the twin (a plain ``mq_receive``/``mq_send`` that
+never sleeps), with one call into C. Only if that would block does it look
+further: normally one more call into C, with the GIL released, keeps
+trying for up to 10 µs (a peer on another core usually acts within that
+time, and a sleep plus a wake-up costs far more) and then sleeps in the
+kernel on the blocking descriptor. When :mod:`select` has been
+monkey-patched (gevent, eventlet), or under asyncio, calls instead wait for
+the descriptor to become ready through the patched ``select.select`` or
+the event loop, so other greenlets and tasks run, and try again.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import select
 import threading
 import time
 import warnings
+from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable, List, NoReturn, Optional, Union
 
 from baseplate._mqueue import ffi, lib
@@ -67,8 +69,12 @@ TIMEOUT_MAX: float = float((2**63 - 1) // 10**9 // 2)
 _LONG_MAX = 2 ** (8 * ffi.sizeof("long") - 1) - 1
 _WOULD_BLOCK = (errno.ETIMEDOUT, errno.EAGAIN)
 _FOREVER = -1  # deadline sentinels understood by the bp_* helpers
-# The helpers pack results as (priority or errno) << 32 | length or count.
-_LENGTH_MASK = 0xFFFFFFFF
+# The helpers pack results as (priority or errno) << _PACK_SHIFT | length or
+# count; a result up to _LENGTH_MASK is a bare length (priority 0).
+_PACK_SHIFT: int = lib.BP_PACK_SHIFT
+_LENGTH_MASK = (1 << _PACK_SHIFT) - 1
+# put()'s default priority: a fast path tests `priority is _LOWEST` first.
+_LOWEST = 0
 _NOW = 0
 # Largest receive buffer get_many() allocates per call (it loops for more).
 _BATCH_BUFFER_MAX = 1 << 20
@@ -79,9 +85,10 @@ _HARD_MSGSIZEMAX = 16 * 1024 * 1024
 _KERNEL_BYTES_PER_MESSAGE = 96
 
 _unpack = ffi.unpack
+_Buffer = Any  # (data pointer for the helpers, a cffi buffer over it, its owner)
 # The hot helpers, bound once: looking them up on `lib` costs on every call.
-_bp_put = lib.bp_put
-_bp_get = lib.bp_get
+_bp_try_put = lib.bp_try_put
+_bp_try_get = lib.bp_try_get
 _bp_send_many = lib.bp_send_many
 _bp_receive_many = lib.bp_receive_many
 _BUFFER_HEADER = ffi.offsetof("struct bp_buffer", "data")
@@ -502,19 +509,6 @@ class _AsyncReadiness:
 # The queue
 
 
-def _split_messages(received: bytes, ends: List[int], messages: List[Message]) -> None:
-    """Append the :class:`Message` objects packed in ``received`` to ``messages``;
-    ``ends[i]`` is (priority << 32) | where message i ends."""
-    start = 0
-    for end in ends:
-        stop = end & _LENGTH_MASK
-        message = Message(received[start:stop])
-        if end > _LENGTH_MASK:
-            message.priority = end >> 32
-        messages.append(message)
-        start = stop
-
-
 def unlink(name: Union[str, bytes]) -> None:
     """Remove the queue called ``name``.
 
@@ -593,22 +587,28 @@ class MessageQueue:
         self._msgsize: int = attr.mq_msgsize
         self._access = access
         self._close_lock = threading.Lock()
-        # What the C helpers see; close() sets its mqd to -1 for all of them.
+        # What the C helpers see; close() sets its descriptors to -1 for all
+        # of them. The non-blocking twin makes every attempt that must not
+        # wait a plain mq_send/mq_receive (-1 if it could not be had: the
+        # helpers then try with an expired deadline, a little slower).
         self._queue = ffi.new("struct bp_queue *")
         self._queue.mqd = mqd
+        self._queue.try_mqd = lib.bp_open_twin(mqd, raw, access)
         self._queue.msgsize = self._msgsize
         # Receive buffers not in use: each get() takes its own, so threads
         # never share one, and puts it back, so none is allocated per call.
-        self._buffers: list[tuple[Any, Any]] = []
-        self._batch_buffers: list[tuple[Any, int, Any, int]] = []
+        # (A deque: unlike a list, popping its last item frees nothing.)
+        self._buffers: deque[_Buffer] = deque()
+        self._batch_buffers: deque[tuple[Any, Any, int, Any, int]] = deque()
         self._mqd = mqd
 
-    def _new_buffer(self) -> tuple[Any, Any]:
-        """A receive buffer: (pointer to its data, the memory that owns it)."""
+    def _new_buffer(self) -> _Buffer:
+        """A receive buffer: (pointer to its data, a cffi buffer over the data
+        to slice messages out of, the memory that owns both)."""
         memory = _alloc("char[]", _BUFFER_HEADER + self._msgsize)
         header = ffi.cast("struct bp_buffer *", memory)
         header.queue = self._queue
-        return (header.data, memory)
+        return (header.data, ffi.buffer(header.data, self._msgsize), memory)
 
     # -- attributes --------------------------------------------------------
 
@@ -667,10 +667,13 @@ class MessageQueue:
         """
         if type(message) is not bytes:
             message = _as_bytes_like(message)
-        if priority.__class__ is not int or not 0 <= priority < PRIORITY_MAX:
+        if priority is not _LOWEST and (
+            type(priority) is not int or not 0 <= priority < PRIORITY_MAX
+        ):
             priority = _check_priority(priority)
-        if timeout is None and select.select is _NATIVE_SELECT:
-            result = _bp_put(self._queue, message, len(message), priority)
+        if timeout is None:
+            # Try first: that never blocks, so it needs no look at gevent.
+            result = _bp_try_put(self._queue, message, len(message), priority)
             if result:
                 self._put_slowly(message, None, priority, -result)
         else:
@@ -687,7 +690,8 @@ class MessageQueue:
             if err in _WOULD_BLOCK:
                 if deadline == _NOW or 0 < deadline <= _monotonic_ns():
                     raise TimedOutError(f"timed out waiting for room in queue {self.name!r}")
-                _wait_cooperatively(self._mqd, True, deadline)
+                if cooperative:
+                    _wait_cooperatively(self._mqd, True, deadline)
             elif err and err != errno.EINTR:
                 raise _error_for(err, self, self.name, "send", len(message))
             # After EINTR, the loop's back edge runs Python signal handlers: one
@@ -742,9 +746,11 @@ class MessageQueue:
                 limit,
                 index,
             )
-        if priority.__class__ is not int or not 0 <= priority < PRIORITY_MAX:
+        if priority is not _LOWEST and (
+            type(priority) is not int or not 0 <= priority < PRIORITY_MAX
+        ):
             priority = _check_priority(priority)
-        timeout_ns = _check_timeout(timeout)
+        timeout_ns = _FOREVER if timeout is None else _check_timeout(timeout)
         cooperative = select.select is not _NATIVE_SELECT
         # An in/out deadline is needed only when messages wait a while each.
         deadline = ffi.new("long long *", _deadline(timeout_ns)) if timeout_ns > 0 else ffi.NULL
@@ -785,7 +791,7 @@ class MessageQueue:
                 sent += count
                 if sent == total:
                     return sent
-            code = result >> 32
+            code = result >> _PACK_SHIFT
             if code in _WOULD_BLOCK:
                 if timeout_ns == 0 or (timeout_ns > 0 and deadline[0] <= _monotonic_ns()):
                     raise TimedOutError(
@@ -820,110 +826,134 @@ class MessageQueue:
             buffer = buffers.pop()
         except IndexError:
             buffer = self._new_buffer()
-        data = buffer[0]
-        if timeout is None and select.select is _NATIVE_SELECT:
-            result = _bp_get(data)
+        if timeout is None:
+            result = _bp_try_get(buffer[0])  # never blocks: see put()
             if result < 0:
-                result = self._get_slowly(data, None, -result)
+                result = self._get_slowly(buffer, None, -result)
         else:
-            result = self._get_slowly(data, timeout, 0)
-        message = Message(_unpack(data, result & _LENGTH_MASK))
+            result = self._get_slowly(buffer, timeout, 0)
+        if result <= _LENGTH_MASK:
+            message = Message(buffer[1][:result])
+        else:
+            message = Message(buffer[1][: result & _LENGTH_MASK])
+            message.priority = result >> _PACK_SHIFT
         buffers.append(buffer)
-        if result >> 32:
-            message.priority = result >> 32
         return message
 
-    def _get_slowly(self, data: Any, timeout: Any, err: int) -> int:
+    def _get_slowly(self, buffer: _Buffer, timeout: Any, err: int) -> int:
         """Timeouts, EINTR retries (PEP 475), cooperative waits, and errors.
 
         ``err`` is the errno of the attempt already made, or 0 if none was.
+        On an error the buffer goes back to the pool: nothing is using it.
         """
-        deadline = _deadline(_check_timeout(timeout))
-        cooperative = select.select is not _NATIVE_SELECT
-        while True:
-            if err in _WOULD_BLOCK:
-                if deadline == _NOW or 0 < deadline <= _monotonic_ns():
-                    raise TimedOutError(f"timed out waiting for a message in queue {self.name!r}")
-                _wait_cooperatively(self._mqd, False, deadline)
-            elif err and err != errno.EINTR:
-                raise _error_for(err, self, self.name, "receive")
-            result: int = lib.bp_receive(data, _NOW if cooperative else deadline)
-            if result >= 0:
-                return result
-            err = -result
+        try:
+            deadline = _deadline(_check_timeout(timeout))
+            cooperative = select.select is not _NATIVE_SELECT
+            while True:
+                if err in _WOULD_BLOCK:
+                    if deadline == _NOW or 0 < deadline <= _monotonic_ns():
+                        raise TimedOutError(
+                            f"timed out waiting for a message in queue {self.name!r}"
+                        )
+                    if cooperative:
+                        _wait_cooperatively(self._mqd, False, deadline)
+                elif err and err != errno.EINTR:
+                    raise _error_for(err, self, self.name, "receive")
+                result: int = lib.bp_receive(buffer[0], _NOW if cooperative else deadline)
+                if result >= 0:
+                    return result
+                err = -result
+        except BaseException:
+            self._buffers.append(buffer)
+            raise
 
     def get_many(self, max_count: int, timeout: Optional[float] = None) -> List[Message]:
         """Wait per ``timeout`` for one message, then take every message already
         waiting, up to ``max_count`` in all, in the order :meth:`get` would.
 
-        Raises :class:`TimedOutError` only if no message came in time.
+        Raises :class:`TimedOutError` only if no message came in time. An
+        error after some messages were taken returns those; the next call
+        raises it.
         """
-        if max_count.__class__ is not int or max_count < 1:
+        if type(max_count) is not int or max_count < 1:
             max_count = _check_int(max_count, "max_count")
             if max_count < 1:
                 raise InvalidParametersError(f"max_count={max_count} must be at least 1")
-        batches = self._batch_buffers
-        try:
-            batch = batches.pop()
-        except IndexError:
-            batch = self._new_batch_buffer()
-        buf, capacity, results, slots = batch
         if timeout is None and select.select is _NATIVE_SELECT:
             deadline = first = _FOREVER
         else:
             deadline = _deadline(_check_timeout(timeout))
             first = _NOW if select.select is not _NATIVE_SELECT else deadline
+        batches = self._batch_buffers
+        try:
+            batch = batches.pop()
+        except IndexError:
+            batch = self._new_batch_buffer()
+        buf, view, capacity, results, slots = batch
         messages: List[Message] = []
-        while True:
-            result = _bp_receive_many(
-                self._queue,
-                buf,
-                capacity,
-                min(slots, max_count - len(messages)),
-                _NOW if messages else first,
-                results,
-            )
-            count = result & _LENGTH_MASK
-            if count:
-                ends = _unpack(results, count)
-                _split_messages(_unpack(buf, ends[-1] & _LENGTH_MASK), ends, messages)
-                if len(messages) == max_count:
-                    break
-            code = result >> 32
-            if code == 0:
-                continue  # the buffer filled up: take more
-            if messages and (code in _WOULD_BLOCK or code == errno.EINTR):
-                break
-            if code in _WOULD_BLOCK:
-                if deadline == _NOW or 0 < deadline <= _monotonic_ns():
-                    raise TimedOutError(f"timed out waiting for a message in queue {self.name!r}")
-                _wait_cooperatively(self._mqd, False, deadline)
-            elif code != errno.EINTR:
-                raise _error_for(code, self, self.name, "receive")
-        batches.append(batch)
-        return messages
+        try:
+            while True:
+                result = _bp_receive_many(
+                    self._queue,
+                    buf,
+                    capacity,
+                    min(slots, max_count - len(messages)),
+                    _NOW if messages else first,
+                    results,
+                )
+                count = result if result <= _LENGTH_MASK else result & _LENGTH_MASK
+                if count:
+                    start = 0
+                    for end in _unpack(results, count):
+                        if end <= _LENGTH_MASK:  # priority 0, the common case
+                            messages.append(Message(view[start:end]))
+                            start = end
+                        else:
+                            stop = end & _LENGTH_MASK
+                            message = Message(view[start:stop])
+                            message.priority = end >> _PACK_SHIFT
+                            messages.append(message)
+                            start = stop
+                    if len(messages) == max_count:
+                        return messages
+                code = result >> _PACK_SHIFT
+                if code == 0:
+                    continue  # the buffer filled up: take more
+                if messages:
+                    return messages  # drained, interrupted, or an error for the next call
+                if code in _WOULD_BLOCK:
+                    if deadline == _NOW or 0 < deadline <= _monotonic_ns():
+                        raise TimedOutError(
+                            f"timed out waiting for a message in queue {self.name!r}"
+                        )
+                    _wait_cooperatively(self._mqd, False, deadline)
+                elif code != errno.EINTR:
+                    raise _error_for(code, self, self.name, "receive")
+        finally:
+            batches.append(batch)
 
-    def _new_batch_buffer(self) -> tuple[Any, int, Any, int]:
+    def _new_batch_buffer(self) -> tuple[Any, Any, int, Any, int]:
         """Room for as many messages as the queue holds (at most about 1 MiB):
-        (data buffer, its capacity, results array, how many results it holds).
+        (data buffer, a cffi buffer over it, its capacity, results array, how
+        many results it holds).
         """
         slots = min(self._maxmsg, max(1, _BATCH_BUFFER_MAX // self._msgsize))
         capacity = slots * self._msgsize
-        return (_alloc("char[]", capacity), capacity, _alloc("long long[]", slots), slots)
+        data = _alloc("char[]", capacity)
+        return (data, ffi.buffer(data), capacity, _alloc("long long[]", slots), slots)
 
     # -- asyncio -----------------------------------------------------------
 
     async def get_async(self, timeout: Optional[float] = None) -> Message:
         """Like :meth:`get`, for asyncio: waits on the event loop, never blocks it."""
-        buffer = self._new_buffer()  # keep the owner alive, not just the pointer
-        data = buffer[0]
         deadline = _deadline(_check_timeout(timeout))
+        buffer = self._new_buffer()  # not pooled: this is not the fast path
         while True:
-            result = lib.bp_receive(data, _NOW)
+            result = lib.bp_receive(buffer[0], _NOW)
             if result >= 0:
-                message = Message(_unpack(data, result & _LENGTH_MASK))
-                if result >> 32:
-                    message.priority = result >> 32
+                message = Message(buffer[1][: result & _LENGTH_MASK])
+                if result > _LENGTH_MASK:
+                    message.priority = result >> _PACK_SHIFT
                 return message
             if -result not in _WOULD_BLOCK and -result != errno.EINTR:
                 raise _error_for(-result, self, self.name, "receive")
@@ -981,20 +1011,23 @@ class MessageQueue:
     # -- life cycle --------------------------------------------------------
 
     def close(self) -> None:
-        """Release the descriptor. Later calls raise :class:`QueueClosedError`;
+        """Release the descriptors. Later calls raise :class:`QueueClosedError`;
         closing again does nothing. The queue itself lives on (see :meth:`unlink`).
         """
         with self._close_lock:
             mqd, self._mqd = self._mqd, -1
             if mqd < 0:
                 return
-            self._queue.mqd = -1
+            twin = self._queue.try_mqd
+            self._queue.mqd = self._queue.try_mqd = -1
         if self._async:
             readinesses, self._async = list(self._async.values()), {}
             for readiness in readinesses:
                 readiness.stop()
                 readiness.fail(QueueClosedError(f"queue {self.name!r} was closed"))
         lib.mq_close(mqd)
+        if twin >= 0:
+            lib.mq_close(twin)
 
     def unlink(self) -> None:
         """Remove the queue's name from the system.

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from baseplate._mqueue import lib
+from baseplate._mqueue import ffi, lib
 from conftest import open_fds, queue_exists, run_as_nobody, unique_name, unlink_quietly
 
 from baseplate.message_queue import (
@@ -507,7 +507,7 @@ def test_dropped_queue_releases_its_descriptor_with_a_resource_warning(queue_nam
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         queue = MessageQueue(queue_name)
-        assert open_fds() == before + 1
+        assert open_fds() == before + 2  # blocking, and the non-blocking twin for tries
         del queue
         gc.collect()
     assert open_fds() == before
@@ -535,6 +535,42 @@ def test_no_descriptor_leak_over_many_cycles(queue_name: str) -> None:
             MessageQueue("bad name")
     gc.collect()
     assert open_fds() == before
+
+
+def test_the_non_blocking_twin_is_the_same_queue_or_none(make_queue: MakeQueue) -> None:
+    """The twin descriptor is opened by name: if the name now belongs to another
+    queue (unlinked and re-created meanwhile), it is refused, so attempts
+    never reach the wrong queue."""
+    first, second = make_queue(), make_queue()
+    before = open_fds()
+    assert lib.bp_open_twin(first.fileno(), second.name.encode(), lib.O_RDWR) == -1
+    assert open_fds() == before
+    twin = lib.bp_open_twin(first.fileno(), first.name.encode(), lib.O_RDWR)
+    assert twin >= 0
+    try:
+        assert os.fstat(twin).st_ino == os.fstat(first.fileno()).st_ino
+        attr = ffi.new("struct mq_attr *")
+        assert lib.mq_getattr(twin, attr) == 0
+        assert attr.mq_flags & lib.O_NONBLOCK
+    finally:
+        lib.mq_close(twin)
+
+
+def test_without_the_twin_attempts_behave_the_same(queue: MessageQueue) -> None:
+    """When the twin could not be had, attempts that must not wait use an
+    expired deadline on the blocking descriptor: same results."""
+    twin, queue._queue.try_mqd = queue._queue.try_mqd, -1
+    lib.mq_close(twin)
+    with pytest.raises(TimedOutError):
+        queue.get(timeout=0)
+    for i in range(queue.max_messages):
+        queue.put(b"%d" % i, timeout=0)
+    with pytest.raises(TimedOutError):
+        queue.put(b"one too many", timeout=0)
+    assert queue.get_many(100, timeout=0) == [b"%d" % i for i in range(queue.max_messages)]
+    queue.put(b"blocking path", priority=3)
+    message = queue.get()
+    assert (message, message.priority) == (b"blocking path", 3)
 
 
 # -- waiting with select, and across threads and processes -----------------------
