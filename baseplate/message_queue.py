@@ -85,6 +85,7 @@ _HARD_MSGSIZEMAX = 16 * 1024 * 1024
 _KERNEL_BYTES_PER_MESSAGE = 96
 
 _unpack = ffi.unpack
+_NULL = ffi.NULL
 _Buffer = Any  # (data pointer for the helpers, a cffi buffer over it, its owner)
 # The hot helpers, bound once: looking them up on `lib` costs on every call.
 _bp_try_put = lib.bp_try_put
@@ -738,7 +739,7 @@ class MessageQueue:
             lengths = [memoryview(m).nbytes for m in batch]
         limit = self._msgsize
         if max(lengths) > limit:
-            index = next(i for i, n in enumerate(lengths) if n > limit)
+            index = list(map(limit.__lt__, lengths)).index(True)  # the first too long
             raise MessageTooLargeError(
                 f"message {index} of the batch has {lengths[index]} bytes, more than queue "
                 f"{self.name!r} allows (max_message_size={limit}); nothing was sent",
@@ -753,19 +754,19 @@ class MessageQueue:
         timeout_ns = _FOREVER if timeout is None else _check_timeout(timeout)
         cooperative = select.select is not _NATIVE_SELECT
         # An in/out deadline is needed only when messages wait a while each.
-        deadline = ffi.new("long long *", _deadline(timeout_ns)) if timeout_ns > 0 else ffi.NULL
+        deadline = ffi.new("long long *", _deadline(timeout_ns)) if timeout_ns > 0 else _NULL
+        count = len(lengths)
         result = _bp_send_many(
             self._queue,
             data,
             lengths,
-            len(lengths),
+            count,
             priority,
             _NOW if cooperative else timeout_ns,
             deadline,
         )
-        sent: int = result & _LENGTH_MASK
-        if sent == len(lengths):
-            return sent
+        if result == count:  # all sent, no errno
+            return count
         return self._put_many_slowly(data, lengths, priority, timeout_ns, deadline, result)
 
     def _put_many_slowly(
