@@ -685,7 +685,7 @@ class MessageQueue:
 
         ``err`` is the errno of the attempt already made, or 0 if none was.
         """
-        deadline = _deadline(_check_timeout(timeout))
+        deadline = _FOREVER if timeout is None else _deadline(_check_timeout(timeout))
         cooperative = select.select is not _NATIVE_SELECT
         while True:
             if err in _WOULD_BLOCK:
@@ -848,7 +848,7 @@ class MessageQueue:
         On an error the buffer goes back to the pool: nothing is using it.
         """
         try:
-            deadline = _deadline(_check_timeout(timeout))
+            deadline = _FOREVER if timeout is None else _deadline(_check_timeout(timeout))
             cooperative = select.select is not _NATIVE_SELECT
             while True:
                 if err in _WOULD_BLOCK:
