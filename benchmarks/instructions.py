@@ -1,0 +1,103 @@
+"""Instructions per in-process put+get round trip, counted by valgrind.
+
+Timings on a shared machine drift by 10% from run to run; instruction counts
+do not. This runs the same 1-byte round trip as the harness under
+``valgrind --tool=callgrind`` twice (0 and N iterations) and prints the
+difference per iteration: the user-space cost of each competitor's Python
+and C code, system calls excluded. Needs valgrind (``apt-get install
+valgrind``); run ``python -m benchmarks.instructions``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+
+ROUND_TRIPS = 20_000
+
+
+def _loop(which: str, n: int) -> None:
+    """The measured loop, run inside valgrind."""
+    from baseplate._mqueue import lib
+
+    from baseplate.message_queue import MessageQueue
+
+    queue = MessageQueue(f"/bench-{uuid.uuid4().hex}", 10, 8192)
+    message = b"x"
+    try:
+        if which == "baseplate-mq":
+            put, get = queue.put, queue.get
+            for _ in range(n):
+                put(message)
+                get()
+        elif which == "raw cffi calls":
+            try_put, try_get, handle = lib.bp_try_put, lib.bp_try_get, queue._queue
+            data = queue._new_buffer()[0]
+            for _ in range(n):
+                try_put(handle, message, 1, 0)
+                try_get(data)
+        else:
+            import posix_ipc
+
+            other = posix_ipc.MessageQueue(
+                f"/bench-{uuid.uuid4().hex}", posix_ipc.O_CREAT, max_messages=10
+            )
+            send, receive = other.send, other.receive
+            for _ in range(n):
+                send(message)
+                receive()
+            other.unlink()
+            other.close()
+    finally:
+        queue.unlink()
+        queue.close()
+
+
+def _count(which: str, n: int) -> int:
+    """Instructions valgrind counted for one run of the loop."""
+    result = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-m",
+            "benchmarks.instructions",
+            "--run",
+            which,
+            str(n),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    match = re.search(r"refs:\s+([\d,]+)", result.stderr)
+    if match is None:
+        raise RuntimeError(f"no instruction count in valgrind's output:\n{result.stderr}")
+    return int(match.group(1).replace(",", ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", nargs=2, metavar=("WHICH", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        _loop(args.run[0], int(args.run[1]))
+        return
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed (apt-get install valgrind)")
+    for which in ("baseplate-mq", "raw cffi calls", "posix_ipc"):
+        try:
+            count = (_count(which, ROUND_TRIPS) - _count(which, 0)) // ROUND_TRIPS
+        except subprocess.CalledProcessError as error:
+            print(f"{which:15} failed: {error.stderr.strip().splitlines()[-1]}")
+        else:
+            print(f"{which:15} {count:6,} instructions per put+get")
+
+
+if __name__ == "__main__":
+    main()
