@@ -290,14 +290,16 @@ static long long bp_receive(char *data, long long deadline_ns)
     return bp_receive_into(BP_BUFFER_OF(data)->queue, data, deadline_ns);
 }
 
-/* The fast path of get(): receive if a message is there, else -ETIMEDOUT
-   (and get() goes on to wait). */
+/* The fast path of get(): bp_receive(data, 0), receiving if a message is
+   there, else -ETIMEDOUT (and get() goes on to wait). Its own function
+   because cffi passes a single argument without building a tuple. */
 static long long bp_try_get(char *data)
 {
     return bp_receive_once(BP_BUFFER_OF(data)->queue, data, 0);
 }
 
-/* The fast path of put(): send if there is room, else -ETIMEDOUT. */
+/* The fast path of put(): send if there is room, else -ETIMEDOUT (as
+   bp_send with deadline 0, with one argument fewer for cffi to convert). */
 static int bp_try_put(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio)
 {
     return bp_send_once(queue, msg, len, prio, 0);

@@ -510,6 +510,15 @@ class _AsyncReadiness:
 # The queue
 
 
+def _message_at(view: Any, start: int, end: int) -> Message:
+    """The message in ``view[start:stop]``, where ``end`` packs its priority
+    above ``stop`` (the helpers' format)."""
+    message = Message(view[start : end & _LENGTH_MASK])
+    if end > _LENGTH_MASK:
+        message.priority = end >> _PACK_SHIFT
+    return message
+
+
 def unlink(name: Union[str, bytes]) -> None:
     """Remove the queue called ``name``.
 
@@ -833,11 +842,10 @@ class MessageQueue:
                 result = self._get_slowly(buffer, None, -result)
         else:
             result = self._get_slowly(buffer, timeout, 0)
-        if result <= _LENGTH_MASK:
+        if result <= _LENGTH_MASK:  # priority 0, the common case
             message = Message(buffer[1][:result])
         else:
-            message = Message(buffer[1][: result & _LENGTH_MASK])
-            message.priority = result >> _PACK_SHIFT
+            message = _message_at(buffer[1], 0, result)
         buffers.append(buffer)
         return message
 
@@ -910,11 +918,8 @@ class MessageQueue:
                             messages.append(Message(view[start:end]))
                             start = end
                         else:
-                            stop = end & _LENGTH_MASK
-                            message = Message(view[start:stop])
-                            message.priority = end >> _PACK_SHIFT
-                            messages.append(message)
-                            start = stop
+                            messages.append(_message_at(view, start, end))
+                            start = end & _LENGTH_MASK
                     if len(messages) == max_count:
                         return messages
                 code = result >> _PACK_SHIFT
@@ -952,10 +957,7 @@ class MessageQueue:
         while True:
             result = lib.bp_receive(buffer[0], _NOW)
             if result >= 0:
-                message = Message(buffer[1][: result & _LENGTH_MASK])
-                if result > _LENGTH_MASK:
-                    message.priority = result >> _PACK_SHIFT
-                return message
+                return _message_at(buffer[1], 0, result)
             if -result not in _WOULD_BLOCK and -result != errno.EINTR:
                 raise _error_for(-result, self, self.name, "receive")
             if deadline == _NOW or 0 < deadline <= _monotonic_ns():
