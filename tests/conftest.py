@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import sys
@@ -110,3 +111,16 @@ def run_as_nobody(
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def settled_open_fds() -> int:
+    """open_fds() once garbage from earlier tests is gone: PyPy runs the
+    finalizers of dropped queues over several collections, so collect until
+    the count stops changing."""
+    count = -1
+    for _ in range(20):
+        gc.collect()
+        if open_fds() == count:
+            break
+        count = open_fds()
+    return count

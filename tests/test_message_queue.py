@@ -20,7 +20,14 @@ from typing import Callable
 
 import pytest
 from baseplate._mqueue import ffi, lib
-from conftest import open_fds, queue_exists, run_as_nobody, unique_name, unlink_quietly
+from conftest import (
+    open_fds,
+    queue_exists,
+    run_as_nobody,
+    settled_open_fds,
+    unique_name,
+    unlink_quietly,
+)
 
 from baseplate.message_queue import (
     PRIORITY_MAX,
@@ -503,8 +510,7 @@ def test_unlink_removes_the_name_but_the_object_keeps_working(make_queue: MakeQu
 
 
 def test_dropped_queue_releases_its_descriptor_with_a_resource_warning(queue_name: str) -> None:
-    gc.collect()  # PyPy: close what earlier tests dropped before counting
-    before = open_fds()
+    before = settled_open_fds()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         queue = MessageQueue(queue_name)
@@ -516,8 +522,7 @@ def test_dropped_queue_releases_its_descriptor_with_a_resource_warning(queue_nam
 
 
 def test_no_descriptor_leak_over_many_cycles(queue_name: str) -> None:
-    gc.collect()  # PyPy: close what earlier tests dropped before counting
-    before = open_fds()
+    before = settled_open_fds()
     for i in range(10000):
         queue = MessageQueue(queue_name, max_messages=2, max_message_size=8)
         if i % 3 == 0:
