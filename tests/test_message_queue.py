@@ -594,20 +594,43 @@ def test_fileno_works_with_select_and_selectors(make_queue: MakeQueue) -> None:
         assert [key.fileobj for key, _ in selector.select(timeout=1)] == [queue]
 
 
-def test_blocked_get_releases_the_gil(queue: MessageQueue) -> None:
-    result: list[bytes] = []
-    reader = threading.Thread(target=lambda: result.append(queue.get()))
-    reader.start()
-    # The main thread keeps running Python code while the reader is blocked.
-    deadline = time.monotonic() + 0.3
-    spins = 0
-    while time.monotonic() < deadline:
-        spins += 1
-    assert spins > 1000
-    assert reader.is_alive()
-    queue.put(b"wake up")
-    reader.join(timeout=10)
-    assert result == [b"wake up"]
+@pytest.mark.parametrize("call", ["get", "put", "get_many", "put_many"])
+def test_blocked_calls_release_the_gil(make_queue: MakeQueue, call: str) -> None:
+    """Only the attempts that never block keep the GIL (build_ffi.KEEPS_GIL)."""
+    queue = make_queue(max_messages=1, max_message_size=64)
+    sending = call.startswith("put")
+    if sending:
+        queue.put(b"fills the queue")
+    # A timeout, so that a call wrongly holding the GIL stalls this thread
+    # for that long (and fails below) instead of hanging the test forever.
+    blocked = {
+        "get": lambda: [queue.get(timeout=10)],
+        "put": lambda: queue.put(b"blocked", timeout=10),
+        "get_many": lambda: queue.get_many(5, timeout=10),
+        "put_many": lambda: queue.put_many([b"blocked"], timeout=10),
+    }[call]
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(blocked()))
+    worker.start()
+    # This thread keeps running Python code while the worker is blocked.
+    start = previous = time.monotonic()
+    longest_stall = 0.0
+    while previous - start < 0.3:
+        now = time.monotonic()
+        longest_stall = max(longest_stall, now - previous)
+        previous = now
+    assert longest_stall < 0.2
+    assert worker.is_alive()
+    if sending:
+        assert queue.get() == b"fills the queue"
+    else:
+        queue.put(b"wake up")
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    if sending:
+        assert queue.get(timeout=0) == b"blocked"
+    else:
+        assert result == [[b"wake up"]]
 
 
 def test_many_threads_share_one_queue_without_losing_or_mixing(make_queue: MakeQueue) -> None:
