@@ -310,13 +310,19 @@ static int bp_try_put(struct bp_queue *queue, const char *msg, size_t len, unsig
    each later one from the moment the one before it went out, and *deadline
    is left as the deadline of the message that was not sent (NULL is fine
    when timeout_ns <= 0). Returns (errno << BP_PACK_SHIFT) | number sent,
-   errno being 0 when all were sent. */
+   errno being 0 when all were sent; but if a message is longer than the
+   queue allows, nothing is sent and it returns (EMSGSIZE << BP_PACK_SHIFT)
+   | the index of the first such message (a loop here is cheaper than
+   Python's max() over the lengths). */
 static long long bp_send_many(struct bp_queue *queue, const char *data, const size_t *lens,
                               size_t count, unsigned int prio, long long timeout_ns,
                               long long *deadline)
 {
     size_t i;
     int r = 0;
+    for (i = 0; i < count; i++)
+        if (lens[i] > queue->msgsize)
+            return ((long long)EMSGSIZE << BP_PACK_SHIFT) | (long long)i;
     for (i = 0; i < count; i++) {
         if (i > 0 && timeout_ns > 0)
             *deadline = bp_monotonic_ns() + timeout_ns;

@@ -746,16 +746,6 @@ class MessageQueue:
         lengths = list(map(len, batch))
         if sum(lengths) != len(data):  # buffers whose items are wider than a byte
             lengths = [memoryview(m).nbytes for m in batch]
-        limit = self._msgsize
-        if max(lengths) > limit:
-            index = list(map(limit.__lt__, lengths)).index(True)  # the first too long
-            raise MessageTooLargeError(
-                f"message {index} of the batch has {lengths[index]} bytes, more than queue "
-                f"{self.name!r} allows (max_message_size={limit}); nothing was sent",
-                lengths[index],
-                limit,
-                index,
-            )
         if priority is not _LOWEST and (
             type(priority) is not int or not 0 <= priority < PRIORITY_MAX
         ):
@@ -776,6 +766,15 @@ class MessageQueue:
         )
         if result == count:  # all sent, no errno
             return count
+        if result >> _PACK_SHIFT == errno.EMSGSIZE:  # checked in C before sending any
+            index = result & _LENGTH_MASK
+            raise MessageTooLargeError(
+                f"message {index} of the batch has {lengths[index]} bytes, more than queue "
+                f"{self.name!r} allows (max_message_size={self._msgsize}); nothing was sent",
+                lengths[index],
+                self._msgsize,
+                index,
+            )
         return self._put_many_slowly(data, lengths, priority, timeout_ns, deadline, result)
 
     def _put_many_slowly(

@@ -379,10 +379,15 @@ def test_put_many_refuses_a_single_message(queue: MessageQueue, single: object) 
     assert queue.current_messages == 0
 
 
-def test_put_many_with_wide_items_counts_bytes(queue: MessageQueue) -> None:
+def test_put_many_with_wide_items_counts_bytes(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=10, max_message_size=12)
     wide = array.array("i", [1, 2, 3])
     queue.put_many([wide, b"x"])
     assert queue.get_many(2) == [wide.tobytes(), b"x"]
+    too_wide = array.array("i", [1, 2, 3, 4])  # 4 items, but 16 bytes
+    with pytest.raises(MessageTooLargeError, match="message 1 of the batch has 16 bytes"):
+        queue.put_many([b"x", too_wide])
+    assert queue.current_messages == 0
 
 
 def test_put_many_sends_nothing_when_one_message_is_bad(make_queue: MakeQueue) -> None:
