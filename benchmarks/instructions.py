@@ -2,15 +2,17 @@
 
 Timings on a shared machine drift by 10% from run to run; instruction counts
 do not. This runs the same 1-byte round trip as the harness under
-``valgrind --tool=callgrind`` twice (0 and N iterations) and prints the
-difference per iteration: the user-space cost of each competitor's Python
-and C code, system calls excluded. Needs valgrind (``apt-get install
+``valgrind --tool=callgrind`` twice (0 and N messages) and prints the
+difference per message: the user-space cost of each competitor's Python
+and C code, system calls excluded. "batches of 8" is ``put_many`` plus
+``get_many`` of 8 messages, per message. Needs valgrind (``apt-get install
 valgrind``); run ``python -m benchmarks.instructions``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -34,6 +36,11 @@ def _loop(which: str, n: int) -> None:
             for _ in range(n):
                 put(message)
                 get()
+        elif which == "batches of 8":
+            put_many, get_many, batch = queue.put_many, queue.get_many, [message] * 8
+            for _ in range(n // 8):
+                put_many(batch)
+                get_many(8)
         elif which == "raw cffi calls":
             try_put, try_get, handle = lib.bp_try_put, lib.bp_try_get, queue._queue
             data = queue._new_buffer()[0]
@@ -74,6 +81,7 @@ def _count(which: str, n: int) -> int:
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict layouts every run
     )
     match = re.search(r"refs:\s+([\d,]+)", result.stderr)
     if match is None:
@@ -90,13 +98,13 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
-    for which in ("baseplate-mq", "raw cffi calls", "posix_ipc"):
+    for which in ("baseplate-mq", "batches of 8", "raw cffi calls", "posix_ipc"):
         try:
             count = (_count(which, ROUND_TRIPS) - _count(which, 0)) // ROUND_TRIPS
         except subprocess.CalledProcessError as error:
-            print(f"{which:15} failed: {error.stderr.strip().splitlines()[-1]}")
+            print(f"{which:16} failed: {error.stderr.strip().splitlines()[-1]}")
         else:
-            print(f"{which:15} {count:6,} instructions per put+get")
+            print(f"{which:16} {count:6,} instructions per message sent and received")
 
 
 if __name__ == "__main__":
