@@ -624,7 +624,7 @@ def test_blocked_calls_release_the_gil(make_queue: MakeQueue, call: str) -> None
         now = time.monotonic()
         longest_stall = max(longest_stall, now - previous)
         previous = now
-    assert longest_stall < 0.2
+    assert longest_stall < 2  # a held GIL stalls it for the whole 10 s timeout
     assert worker.is_alive()
     if sending:
         assert queue.get() == b"fills the queue"
