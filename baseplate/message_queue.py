@@ -7,7 +7,8 @@ the raw cffi binding it generates, and this module is the Python API. Every
 How waiting works: each queue has two descriptors, a blocking one and a
 non-blocking twin. A plain :meth:`MessageQueue.get` or :meth:`MessageQueue.put`
 first *tries*, through the twin (a plain ``mq_receive``/``mq_send`` that
-never sleeps), with one call into C. Only if that would block does it look
+never sleeps), with one call into C, which keeps the GIL (see
+``build_ffi.KEEPS_GIL``). Only if that would block does it look
 further: normally one more call into C, with the GIL released, keeps
 trying for up to 10 µs (a peer on another core usually acts within that
 time, and a sleep plus a wake-up costs far more) and then sleeps in the
