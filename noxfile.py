@@ -27,9 +27,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
-    session.install("mypy", ".")
+    """mypy --strict on the package, and on the tests, benchmarks and build scripts."""
+    session.install("mypy", "nox", ".[test,bench]")
     session.run("mypy", "--strict", "-p", "baseplate")
+    session.run("mypy", "--strict", "tests", "benchmarks", "build_ffi.py", "noxfile.py")
 
 
 @nox.session(python="3.11")
@@ -50,7 +51,7 @@ def doctest(session: nox.Session) -> None:
 def stress(session: nox.Session) -> None:
     """Millions of messages through faults; reports messages/s and losses."""
     session.install(".[test]")
-    session.run("python", "-m", "tests.stress", *session.posargs, env={"PYTHONPATH": "."})
+    session.run("python", "tests/stress.py", *session.posargs)
 
 
 @nox.session(python=PYTHONS)

@@ -54,8 +54,16 @@ __all__ = [
     "validate_name",
 ]
 
-#: What :meth:`MessageQueue.put` accepts: text (sent as UTF-8) or bytes-like data.
-MessageData = Union[str, bytes, bytearray, memoryview]
+if TYPE_CHECKING:  # pragma: no cover
+    # Any object with the buffer protocol (PEP 688): array.array, mmap, numpy
+    # arrays... Type checkers have typing_extensions without installing it.
+    from typing_extensions import Buffer
+
+    MessageData = Union[str, Buffer]
+else:
+    #: What :meth:`MessageQueue.put` accepts: text (sent as UTF-8) or any
+    #: bytes-like object (anything with the buffer protocol).
+    MessageData = Union[str, bytes, bytearray, memoryview]
 
 #: Priorities run from 0 (lowest, the default) to ``PRIORITY_MAX - 1``.
 PRIORITY_MAX: int = lib.MQ_PRIO_MAX
@@ -676,19 +684,18 @@ class MessageQueue:
         :raises MessageTooLargeError: the message is longer than
             :attr:`max_message_size`; nothing was sent.
         """
-        if type(message) is not bytes:
-            message = _as_bytes_like(message)
+        data = message if type(message) is bytes else _as_bytes_like(message)
         if priority is not _LOWEST and (
             type(priority) is not int or not 0 <= priority < PRIORITY_MAX
         ):
             priority = _check_priority(priority)
         if timeout is None:
             # Try first: that never blocks, so it needs no look at gevent.
-            result = _bp_try_put(self._queue, message, len(message), priority)
+            result = _bp_try_put(self._queue, data, len(data), priority)
             if result:
-                self._put_slowly(message, None, priority, -result)
+                self._put_slowly(data, None, priority, -result)
         else:
-            self._put_slowly(message, timeout, priority, 0)
+            self._put_slowly(data, timeout, priority, 0)
 
     def _put_slowly(self, message: Any, timeout: Any, priority: int, err: int) -> None:
         """Timeouts, EINTR retries (PEP 475), cooperative waits, and errors.
@@ -968,16 +975,15 @@ class MessageQueue:
         self, message: MessageData, timeout: Optional[float] = None, priority: int = 0
     ) -> None:
         """Like :meth:`put`, for asyncio: waits on the event loop, never blocks it."""
-        if type(message) is not bytes:
-            message = _as_bytes_like(message)
+        data = message if type(message) is bytes else _as_bytes_like(message)
         priority = _check_priority(priority)
         deadline = _deadline(_check_timeout(timeout))
         while True:
-            result = lib.bp_send(self._queue, message, len(message), priority, _NOW)
+            result = lib.bp_send(self._queue, data, len(data), priority, _NOW)
             if result == 0:
                 return
             if -result not in _WOULD_BLOCK and -result != errno.EINTR:
-                raise _error_for(-result, self, self.name, "send", len(message))
+                raise _error_for(-result, self, self.name, "send", len(data))
             if deadline == _NOW or 0 < deadline <= _monotonic_ns():
                 raise TimedOutError(f"timed out waiting for room in queue {self.name!r}")
             await self._until_ready(True, deadline)

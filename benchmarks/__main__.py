@@ -10,6 +10,7 @@ repetitions alternated (A B C A B C ...), and medians compared. Writes
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -111,7 +112,7 @@ def _consume(receive: Callable[..., Any], batch: int, count: int) -> None:
 
 
 def _cross(
-    open_queue: Callable[[str], object], send: str, receive: str, size: int, n: int, batch: int = 1
+    open_queue: Callable[[str], Any], send: str, receive: str, size: int, n: int, batch: int = 1
 ) -> float:
     queue_name = name()
     queue = open_queue(queue_name)
@@ -256,13 +257,14 @@ def main(argv: Optional[List[str]] = None) -> None:
             flush=True,
         )
 
+    competitors: Dict[str, Callable[[], float]]
     for size, label in ((1, "1 B"), (8192, "8 KiB")):
         competitors = {
-            "baseplate-mq": lambda s=size: ours_inproc(s, n),
-            "C loop": lambda s=size: c_loop(binary, "inproc")(s, n),
+            "baseplate-mq": functools.partial(ours_inproc, size, n),
+            "C loop": functools.partial(c_loop(binary, "inproc"), size, n),
         }
         if have_posix_ipc:
-            competitors["posix_ipc"] = lambda s=size: posix_ipc_inproc(s, n)
+            competitors["posix_ipc"] = functools.partial(posix_ipc_inproc, size, n)
         record(f"in-process put+get, {label}", alternate(competitors, repeats))
 
     competitors = {

@@ -6,8 +6,9 @@ import argparse
 import json
 import uuid
 
+from loadcheck import run_load
+
 from baseplate.message_queue import MessageQueue
-from tests.loadcheck import run_load
 
 
 def main() -> None:

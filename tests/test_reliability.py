@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 from conftest import unique_name, unlink_quietly
@@ -54,7 +54,12 @@ else:
         sys.stdout.buffer.write(m[4:8]); sys.stdout.buffer.flush()
 """
     if victim == "consumer":
-        feeder = threading.Thread(target=lambda: [queue.put(payload(0, i)) for i in range(count)])
+
+        def feed() -> None:
+            for i in range(count):
+                queue.put(payload(0, i))
+
+        feeder = threading.Thread(target=feed)
         feeder.daemon = True
         child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
         feeder.start()
@@ -277,13 +282,14 @@ def test_huge_and_hostile_sizes_create_nothing(queue_name: str) -> None:
 
     from baseplate.message_queue import InvalidParametersError
 
-    for kwargs in (
+    hostile: List[Dict[str, Any]] = [
         {"max_messages": 2**63},
         {"max_message_size": 2**64},
         {"max_messages": 10**30},
         {"max_messages": 70000},
         {"max_message_size": 17 * 2**20},
-    ):
+    ]
+    for kwargs in hostile:
         with pytest.raises(InvalidParametersError):
             MessageQueue(queue_name, **kwargs)
     assert not queue_exists(queue_name)
@@ -327,7 +333,7 @@ def test_descriptor_limit_gives_a_clear_error(queue_name: str) -> None:
             while True:
                 opened.append(MessageQueue(queue_name, max_messages=1, max_message_size=8))
         except MessageQueueOSError as error:
-            return error.strerror
+            return str(error.strerror)
         finally:
             for queue in opened:
                 queue.close()
