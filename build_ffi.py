@@ -292,14 +292,16 @@ static long long bp_receive(char *data, long long deadline_ns)
 
 /* The fast path of get(): bp_receive(data, 0), receiving if a message is
    there, else -ETIMEDOUT (and get() goes on to wait). Its own function
-   because cffi passes a single argument without building a tuple. */
+   because cffi passes a single argument without building a tuple, and
+   because its wrapper keeps the GIL (KEEPS_GIL, below, goes by name). */
 static long long bp_try_get(char *data)
 {
     return bp_receive_once(BP_BUFFER_OF(data)->queue, data, 0);
 }
 
 /* The fast path of put(): send if there is room, else -ETIMEDOUT (as
-   bp_send with deadline 0, with one argument fewer for cffi to convert). */
+   bp_send with deadline 0, with one argument fewer for cffi to convert, and
+   a wrapper that keeps the GIL: see KEEPS_GIL). */
 static int bp_try_put(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio)
 {
     return bp_send_once(queue, msg, len, prio, 0);
