@@ -28,6 +28,8 @@ from baseplate.message_queue import MessageQueue, QueueNotFoundError, unlink
 
 try:
     import posix_ipc
+
+    from benchmarks.legacy_module import LegacyMessageQueue
 except ImportError:  # e.g. where it does not build
     posix_ipc = None
 
@@ -77,13 +79,83 @@ def ours_batch(size: int, n: int) -> float:
     return elapsed / (n // 8 * 8)
 
 
-def posix_ipc_inproc(size: int, n: int) -> float:
+def posix_ipc_queue(queue_name: str, block: bool = True) -> Any:
     assert posix_ipc is not None
     queue = posix_ipc.MessageQueue(
-        name(), posix_ipc.O_CREAT, max_messages=10, max_message_size=8192
+        queue_name, posix_ipc.O_CREAT, max_messages=10, max_message_size=8192
     )
+    queue.block = block
+    return queue
+
+
+def posix_ipc_inproc(size: int, n: int) -> float:
+    queue = posix_ipc_queue(name())
     try:
         return _time_round_trips(queue.send, queue.receive, b"x" * size, n)
+    finally:
+        queue.unlink()
+        queue.close()
+
+
+def ours_get_into(size: int, n: int) -> float:
+    """put() then get_into() one reused buffer: the path without a Message."""
+    queue = MessageQueue(name(), 10, 8192)
+    buffer = bytearray(8192)
+    get_into = queue.get_into
+    try:
+        return _time_round_trips(queue.put, lambda: get_into(buffer), b"x" * size, n)
+    finally:
+        queue.unlink()
+        queue.close()
+
+
+# -- the users' event pattern: a service puts with timeout=0, a sidecar gets ----
+# with timeout=0.2; in one process, 10 puts then 10 gets (the queue's depth)
+
+
+def _time_events(
+    send: Callable[[bytes], object], receive: Callable[[], object], message: bytes, n: int
+) -> float:
+    """Nanoseconds per message of 10 sends then 10 receives, repeated."""
+    rounds = n // 10
+    start = time.perf_counter_ns()
+    for _ in range(rounds):
+        for _ in range(10):
+            send(message)
+        for _ in range(10):
+            receive()
+    return (time.perf_counter_ns() - start) / (rounds * 10)
+
+
+def ours_events(size: int, n: int) -> float:
+    queue = MessageQueue(name(), 10, 8192)
+    put, get = queue.put, queue.get
+    try:
+        return _time_events(
+            lambda event: put(event, timeout=0), lambda: get(timeout=0.2), b"x" * size, n
+        )
+    finally:
+        queue.unlink()
+        queue.close()
+
+
+def posix_ipc_events(size: int, n: int) -> float:
+    """posix_ipc's fastest way to never block: a non-blocking queue."""
+    queue = posix_ipc_queue(name(), block=False)
+    try:
+        return _time_events(queue.send, queue.receive, b"x" * size, n)
+    finally:
+        queue.unlink()
+        queue.close()
+
+
+def legacy_events(size: int, n: int) -> float:
+    queue = LegacyMessageQueue(name(), 10, 8192)
+    put, get = queue.put, queue.get
+    try:
+        return _time_events(
+            lambda event: put(event, timeout=0), lambda: get(timeout=0.2), b"x" * size, n
+        )
     finally:
         queue.unlink()
         queue.close()
@@ -112,12 +184,19 @@ def _consume(receive: Callable[..., Any], batch: int, count: int) -> None:
 
 
 def _cross(
-    open_queue: Callable[[str], Any], send: str, receive: str, size: int, n: int, batch: int = 1
+    open_queue: Callable[[str], Any],
+    sender: Callable[[Any], Callable[..., object]],
+    receiver: Callable[[Any], Callable[..., Any]],
+    size: int,
+    n: int,
+    batch: int = 1,
 ) -> float:
+    """Nanoseconds per message from a forked producer to this process, which
+    consumes: ``sender(queue)`` and ``receiver(queue)`` give the two calls."""
     queue_name = name()
     queue = open_queue(queue_name)
     message = b"x" * size
-    send_one, receive_one = getattr(queue, send), getattr(queue, receive)
+    send_one, receive_one = sender(queue), receiver(queue)
     # Run both loops here first: a forked child inherits them compiled
     # (PyPy's JIT), instead of starting every run cold.
     for _ in range(500):
@@ -139,22 +218,49 @@ def _cross(
     return elapsed / total
 
 
+def _ours(queue_name: str) -> MessageQueue:
+    return MessageQueue(queue_name, 10, 8192)
+
+
 def ours_cross(size: int, n: int) -> float:
-    return _cross(lambda q: MessageQueue(q, 10, 8192), "put", "get", size, n)
+    return _cross(_ours, lambda q: q.put, lambda q: q.get, size, n)
 
 
 def ours_cross_batch(size: int, n: int) -> float:
-    return _cross(lambda q: MessageQueue(q, 10, 8192), "put_many", "get_many", size, n, 8)
+    return _cross(_ours, lambda q: q.put_many, lambda q: q.get_many, size, n, 8)
 
 
 def posix_ipc_cross(size: int, n: int) -> float:
-    assert posix_ipc is not None
+    return _cross(posix_ipc_queue, lambda q: q.send, lambda q: q.receive, size, n)
+
+
+def ours_cross_events(size: int, n: int) -> float:
+    """The event pattern across processes: put(e, timeout=1), get(timeout=0.2)."""
     return _cross(
-        lambda q: posix_ipc.MessageQueue(
-            q, posix_ipc.O_CREAT, max_messages=10, max_message_size=8192
-        ),
-        "send",
-        "receive",
+        _ours,
+        lambda q: functools.partial(q.put, timeout=1),
+        lambda q: functools.partial(q.get, timeout=0.2),
+        size,
+        n,
+    )
+
+
+def posix_ipc_cross_events(size: int, n: int) -> float:
+    """posix_ipc with its own timeout= arguments (mq_timedsend/mq_timedreceive)."""
+    return _cross(
+        posix_ipc_queue,
+        lambda q: functools.partial(q.send, timeout=1),
+        lambda q: functools.partial(q.receive, timeout=0.2),
+        size,
+        n,
+    )
+
+
+def legacy_cross_events(size: int, n: int) -> float:
+    return _cross(
+        lambda q: LegacyMessageQueue(q, 10, 8192),
+        lambda q: functools.partial(q.put, timeout=1),
+        lambda q: functools.partial(q.get, timeout=0.2),
         size,
         n,
     )
@@ -229,21 +335,36 @@ def alternate(competitors: Dict[str, Callable[[], float]], repeats: int) -> Dict
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
+#: What each row's time is compared with, in its "ratio vs" columns.
+BASELINES = ("posix_ipc", "C loop", "old module")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200_000, help="messages per run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--lines", type=int, default=300_000, help="lines in the CLI run")
     parser.add_argument("--docs", action="store_true", help="also write the docs' table and chart")
+    parser.add_argument(
+        "--only",
+        metavar="TEXT",
+        help="run only the workloads whose name contains TEXT (no files are written)",
+    )
     args = parser.parse_args(argv)
     n, repeats = args.n, args.repeats
     binary = c_program()
     have_posix_ipc = posix_ipc is not None
     rows: List[Dict[str, object]] = []
 
-    def record(workload: str, medians: Dict[str, float], unit: str = "ns/msg") -> None:
-        row: Dict[str, object] = {"workload": workload, "unit": unit, **medians}
-        for baseline in ("posix_ipc", "C loop"):
+    def wanted(workload: str) -> bool:
+        return args.only is None or args.only in workload
+
+    def record(workload: str, competitors: Dict[str, Callable[[], float]]) -> None:
+        if not wanted(workload):
+            return
+        medians = alternate(competitors, repeats)
+        row: Dict[str, object] = {"workload": workload, "unit": "ns/msg", **medians}
+        for baseline in BASELINES:
             if baseline in medians and "baseplate-mq" in medians:
                 row[f"ratio vs {baseline}"] = medians["baseplate-mq"] / medians[baseline]
         rows.append(row)
@@ -257,44 +378,76 @@ def main(argv: Optional[List[str]] = None) -> None:
             flush=True,
         )
 
-    competitors: Dict[str, Callable[[], float]]
+    def versus(
+        ours: Callable[[], float],
+        c_mode: str,
+        size: int,
+        theirs: Optional[Callable[[], float]] = None,
+        old_module: Optional[Callable[[], float]] = None,
+    ) -> Dict[str, Callable[[], float]]:
+        """The competitors of one row: ours, the C loop, and those installed."""
+        competitors = {"baseplate-mq": ours, "C loop": lambda: c_loop(binary, c_mode)(size, n)}
+        if have_posix_ipc and theirs is not None:
+            competitors["posix_ipc"] = theirs
+        if have_posix_ipc and old_module is not None:
+            competitors["old module"] = old_module
+        return competitors
+
     for size, label in ((1, "1 B"), (8192, "8 KiB")):
-        competitors = {
-            "baseplate-mq": functools.partial(ours_inproc, size, n),
-            "C loop": functools.partial(c_loop(binary, "inproc"), size, n),
-        }
-        if have_posix_ipc:
-            competitors["posix_ipc"] = functools.partial(posix_ipc_inproc, size, n)
-        record(f"in-process put+get, {label}", alternate(competitors, repeats))
-
-    competitors = {
-        "baseplate-mq": lambda: ours_cross(100, n),
-        "C loop": lambda: c_loop(binary, "cross")(100, n),
-    }
-    if have_posix_ipc:
-        competitors["posix_ipc"] = lambda: posix_ipc_cross(100, n)
-    record("cross-process, 100 B, depth 10", alternate(competitors, repeats))
-
+        record(
+            f"in-process put+get, {label}",
+            versus(
+                functools.partial(ours_inproc, size, n),
+                "inproc",
+                size,
+                functools.partial(posix_ipc_inproc, size, n),
+            ),
+        )
+    if hasattr(MessageQueue, "get_into"):
+        for size, label in ((1, "1 B"), (8192, "8 KiB")):
+            record(
+                f"in-process put+get_into, {label}",
+                versus(
+                    functools.partial(ours_get_into, size, n),
+                    "inproc",
+                    size,
+                    functools.partial(posix_ipc_inproc, size, n),
+                ),
+            )
+    record(
+        "events in-process: 10 x put(e, timeout=0), 10 x get(timeout=0.2), 1 KiB",
+        versus(
+            lambda: ours_events(1024, n),
+            "events",
+            1024,
+            lambda: posix_ipc_events(1024, n),
+            lambda: legacy_events(1024, n),
+        ),
+    )
+    record(
+        "events cross-process: put(e, timeout=1), get(timeout=0.2), 1 KiB",
+        versus(
+            lambda: ours_cross_events(1024, n),
+            "crosstimed",
+            1024,
+            lambda: posix_ipc_cross_events(1024, n),
+            lambda: legacy_cross_events(1024, n),
+        ),
+    )
+    record(
+        "cross-process, 100 B, depth 10",
+        versus(lambda: ours_cross(100, n), "cross", 100, lambda: posix_ipc_cross(100, n)),
+    )
     record(
         "batch of 8 (put_many/get_many), in-process, 1 B",
-        alternate(
-            {
-                "baseplate-mq": lambda: ours_batch(1, n),
-                "C loop": lambda: c_loop(binary, "batch")(1, n),
-            },
-            repeats,
-        ),
+        versus(lambda: ours_batch(1, n), "batch", 1),
     )
     record(
         "batch of 8, cross-process, 100 B",
-        alternate(
-            {
-                "baseplate-mq": lambda: ours_cross_batch(100, n),
-                "C loop": lambda: c_loop(binary, "cross")(100, n),
-            },
-            repeats,
-        ),
+        versus(lambda: ours_cross_batch(100, n), "cross", 100),
     )
+    if args.only is not None:
+        return
 
     # The CLI pipeline, in lines per second (higher is better).
     lines_file = Path(tempfile.gettempdir()) / "bp-bench-lines.txt"
