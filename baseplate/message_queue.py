@@ -4,18 +4,18 @@ The layers: ``build_ffi.py`` declares the C surface, ``baseplate._mqueue`` is
 the raw cffi binding it generates, and this module is the Python API. Every
 ``errno`` becomes an exception in one place, :func:`_error_for`.
 
-How waiting works: each queue has two descriptors, a blocking one and a
-non-blocking twin. A plain :meth:`MessageQueue.get` or :meth:`MessageQueue.put`
-first *tries*, through the twin (a plain ``mq_receive``/``mq_send`` that
-never sleeps), with one call into C, which keeps the GIL (see
-``build_ffi.KEEPS_GIL``). Only if that would block does it look
-further: normally one more call into C, with the GIL released, keeps
-trying for up to 10 µs (a peer on another core usually acts within that
-time, and a sleep plus a wake-up costs far more) and then sleeps in the
-kernel on the blocking descriptor. When :mod:`select` has been
+How waiting works: every call first *tries*, whatever its timeout: one
+call into C, a plain ``mq_send``/``mq_receive`` on the queue's non-blocking
+descriptor, which keeps the GIL (see ``build_ffi.KEEPS_GIL``). Only if that
+would block does it look at timeouts, gevent and asyncio, in one place,
+:meth:`MessageQueue._retries`: normally one more call into C, with the GIL
+released, keeps trying for up to 10 µs (a peer on another core usually
+acts within that time, and a sleep plus a wake-up costs far more) and then
+sleeps in ``ppoll`` until the queue is ready, its deadline passes, or
+:meth:`MessageQueue.close` wakes it. When :mod:`select` has been
 monkey-patched (gevent, eventlet), or under asyncio, calls instead wait for
-the descriptor to become ready through the patched ``select.select`` or
-the event loop, so other greenlets and tasks run, and try again.
+the descriptor through the patched ``select.select`` or the event loop, so
+other greenlets and tasks run, and try again.
 """
 
 from __future__ import annotations
@@ -29,8 +29,19 @@ import select
 import threading
 import time
 import warnings
+import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, Iterable, List, NoReturn, Optional, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Generator,
+    Iterable,
+    List,
+    NoReturn,
+    Optional,
+    Union,
+)
 
 from baseplate._mqueue import ffi, lib
 
@@ -74,17 +85,24 @@ NAME_MAX: int = lib.NAME_MAX
 RLIMIT_MSGQUEUE: int = lib.RLIMIT_MSGQUEUE
 #: The largest timeout accepted, in seconds (about 292 years).
 TIMEOUT_MAX: float = float((2**63 - 1) // 10**9 // 2)
+# The calls test the usual timeouts, an int or a float in range, with these
+# two cheap comparisons (no int-float mix); anything else gets the full check.
+_TIMEOUT_MAX_INT = int(TIMEOUT_MAX)
 
 _LONG_MAX = 2 ** (8 * ffi.sizeof("long") - 1) - 1
-_WOULD_BLOCK = (errno.ETIMEDOUT, errno.EAGAIN)
-_FOREVER = -1  # deadline sentinels understood by the bp_* helpers
+_WOULD_BLOCK = (errno.EAGAIN, errno.ETIMEDOUT)
+# Deadlines, as the bp_* helpers take them: wait forever, do not wait, or
+# a time.monotonic_ns() to give up at.
+_FOREVER: int = lib.BP_FOREVER
+_NOW: int = lib.BP_NOW
+# Without a wake descriptor (none could be had), a wait looks again this often.
+_BLIND_WAIT = 0.02
 # The helpers pack results as (priority or errno) << _PACK_SHIFT | length or
 # count; a result up to _LENGTH_MASK is a bare length (priority 0).
 _PACK_SHIFT: int = lib.BP_PACK_SHIFT
 _LENGTH_MASK = (1 << _PACK_SHIFT) - 1
 # put()'s default priority: a fast path tests `priority is _LOWEST` first.
 _LOWEST = 0
-_NOW = 0
 # Largest receive buffer get_many() allocates per call (it loops for more).
 _BATCH_BUFFER_MAX = 1 << 20
 # The kernel's own ceilings, which bind even privileged users (ipc/mqueue.c).
@@ -94,13 +112,15 @@ _HARD_MSGSIZEMAX = 16 * 1024 * 1024
 _KERNEL_BYTES_PER_MESSAGE = 96
 
 _unpack = ffi.unpack
-_NULL = ffi.NULL
+_from_buffer = ffi.from_buffer
+_CHAR_ARRAY = ffi.typeof("char[]")
 _Buffer = Any  # (data pointer for the helpers, a cffi buffer over it, its owner)
-# The hot helpers, bound once: looking them up on `lib` costs on every call.
+# The first attempts, bound once: looking them up on `lib` costs on every call.
 _bp_try_put = lib.bp_try_put
 _bp_try_get = lib.bp_try_get
-_bp_send_many = lib.bp_send_many
-_bp_receive_many = lib.bp_receive_many
+_bp_try_get_into = lib.bp_try_get_into
+_bp_try_put_many = lib.bp_try_put_many
+_bp_try_get_many = lib.bp_try_get_many
 _BUFFER_HEADER = ffi.offsetof("struct bp_buffer", "data")
 _monotonic_ns = time.monotonic_ns
 # Receive buffers are filled by the kernel: zeroing them first is wasted work.
@@ -142,7 +162,16 @@ class InvalidParametersError(MessageQueueError, ValueError):
 
 
 class QueueClosedError(MessageQueueError, ValueError):
-    """The queue object was closed; its descriptor is no longer used."""
+    """The queue object was closed (perhaps by another thread while this call
+    waited); its descriptor is no longer used.
+
+    ``sent`` is the number of messages :meth:`MessageQueue.put_many` had sent
+    before the close (0 for other operations).
+    """
+
+    def __init__(self, message: str = "queue is closed", sent: int = 0) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class MessageTooLargeError(MessageQueueError, ValueError):
@@ -286,7 +315,9 @@ def _check_timeout(timeout: Any) -> int:
     """Convert a timeout in seconds to nanoseconds (``_FOREVER`` for None)."""
     if timeout is None:
         return _FOREVER
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+    if isinstance(timeout, bool):  # True is not "one second"
+        raise TypeError("timeout must be a number of seconds or None, not bool")
+    if not isinstance(timeout, (int, float)):
         try:
             if isinstance(timeout, (str, bytes, bytearray)):
                 raise TypeError
@@ -316,6 +347,11 @@ def _deadline(timeout_ns: int) -> int:
     return _monotonic_ns() + timeout_ns
 
 
+def _deadline_cell(timeout: Any) -> Any:
+    """The deadline for ``timeout`` (checked), in a ``long long[1]`` that C can move."""
+    return ffi.new("long long[1]", [_deadline(_check_timeout(timeout))])
+
+
 def _as_buffer(message: Any, index: Optional[int] = None) -> Union[bytes, memoryview]:
     """Return a message as bytes or a contiguous memoryview, or raise TypeError."""
     if isinstance(message, bytes):
@@ -330,6 +366,11 @@ def _as_buffer(message: Any, index: Optional[int] = None) -> Union[bytes, memory
             f"a message must be str, bytes or another buffer, not {type(message).__name__}{where}"
         ) from None
     return view if view.c_contiguous else view.tobytes()
+
+
+def _nbytes(data: Any) -> int:
+    """The size in bytes of a bytes-like object (len() counts items)."""
+    return len(data) if type(data) is bytearray else memoryview(data).nbytes
 
 
 def _as_bytes_like(message: Any) -> Any:
@@ -424,7 +465,7 @@ def _error_for(
 ) -> MessageQueueError:
     """Build the exception for ``errno`` ``err`` from ``operation`` on queue ``name``."""
     if err == errno.EBADF and queue is not None:
-        if queue._mqd < 0:
+        if queue.closed:
             return QueueClosedError(f"queue {name!r} is closed")
         if queue._access != lib.O_RDWR:
             mode = "reading" if queue._access == lib.O_RDONLY else "writing"
@@ -442,9 +483,8 @@ def _error_for(
             limit,
         )
     if err == errno.ENOENT:
-        return QueueNotFoundError(
-            err, f"queue {name!r} does not exist: create it first, or open it with create=True"
-        )
+        advice = "" if operation == "unlink" else ": create it first, or open it with create=True"
+        return QueueNotFoundError(err, f"queue {name!r} does not exist{advice}")
     if err == errno.EEXIST:
         return QueueExistsError(err, f"queue {name!r} already exists (exclusive=True)")
     if err in (errno.EACCES, errno.EPERM):
@@ -463,30 +503,36 @@ def _error_for(
     return MessageQueueOSError(err, f"{operation} on queue {name!r} failed: {os.strerror(err)}")
 
 
+def _queue_exists(raw: bytes) -> bool:
+    """Whether queue ``raw`` exists, for an error's wording: mq_open's EACCES
+    with O_CREAT may mean that opening or that creating was refused."""
+    probe = ffi.new("struct bp_queue *")
+    result: int = lib.bp_open(probe, raw, lib.O_RDONLY, 0, 0, 0)
+    if result == 0:
+        lib.bp_close(probe)
+    return result != -errno.ENOENT
+
+
 # --------------------------------------------------------------------------
-# Waiting when the kernel must not be the one to sleep
-
-
-def _wait_cooperatively(fd: int, writable: bool, deadline: int) -> None:
-    """Wait for ``fd`` through the monkey-patched ``select.select`` (gevent, eventlet)."""
-    timeout = None if deadline < 0 else max(0.0, (deadline - _monotonic_ns()) / 1e9)
-    if writable:
-        select.select([], [fd], [], timeout)
-    else:
-        select.select([fd], [], [], timeout)
+# Waiting outside the kernel: through gevent's select, or an event loop
 
 
 class _AsyncReadiness:
-    """One event-loop reader (or writer) per queue, shared by all waiting tasks.
+    """One event-loop reader (or writer) per queue and loop, shared by all waiting tasks.
 
     ``loop.add_reader`` keeps a single callback per descriptor, so two tasks
     waiting on the same queue must share it: each wake-up resolves every
-    waiting future, and the losers of the race simply wait again.
+    waiting future, and the losers of the race simply wait again. It holds a
+    use of the queue (``bp_hold``), so the descriptor the loop watches stays
+    open until the loop's thread has stopped watching it.
     """
 
-    __slots__ = ("fd", "loop", "waiters", "writable")
+    __slots__ = ("fd", "loop", "queue", "waiters", "writable")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, writable: bool) -> None:
+    def __init__(
+        self, queue: Any, loop: asyncio.AbstractEventLoop, fd: int, writable: bool
+    ) -> None:
+        self.queue = queue
         self.loop = loop
         self.fd = fd
         self.writable = writable
@@ -502,17 +548,40 @@ class _AsyncReadiness:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def fail(self, error: BaseException) -> None:
-        waiters, self.waiters = self.waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(error)
-
     def stop(self) -> None:
+        """Stop watching (in the loop's thread) and give the use back; once."""
+        if self.queue is None:
+            return
         if self.writable:
             self.loop.remove_writer(self.fd)
         else:
             self.loop.remove_reader(self.fd)
+        queue, self.queue = self.queue, None
+        lib.bp_unhold(queue)
+
+    def shut(self, error: BaseException) -> None:
+        """The queue was closed: fail every waiting task, and stop."""
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+        self.stop()
+
+    def shut_from_any_thread(self, error: BaseException) -> None:
+        """:meth:`shut`, in the loop's own thread: at once if this is it, else handed over."""
+        import asyncio
+
+        try:
+            running: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop or self.loop.is_closed():
+            self.shut(error)  # a closed loop watches nothing any more
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.shut, error)
+        except RuntimeError:  # the loop was closed meanwhile
+            self.shut(error)
 
 
 # --------------------------------------------------------------------------
@@ -528,6 +597,20 @@ def _message_at(view: Any, start: int, end: int) -> Message:
     return message
 
 
+def _not_writable(buffer: Any) -> TypeError:
+    """The error for a get_into() buffer that cffi refused to write into."""
+    try:
+        view = memoryview(buffer)
+    except TypeError:
+        problem = "it has no buffer interface"
+    else:
+        problem = "it is read-only" if view.readonly else "it is not C-contiguous"
+    return TypeError(
+        "get_into() needs a writable, C-contiguous buffer such as a bytearray, "
+        f"not {type(buffer).__name__}: {problem}"
+    )
+
+
 def unlink(name: Union[str, bytes]) -> None:
     """Remove the queue called ``name``.
 
@@ -537,6 +620,19 @@ def unlink(name: Union[str, bytes]) -> None:
     raw = _encode_name(name)
     if lib.mq_unlink(raw) != 0:
         raise _error_for(ffi.errno, None, os.fsdecode(raw), "unlink")
+
+
+# Every open queue, for the fork handler below.
+_open_queues: weakref.WeakSet[MessageQueue] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A child has its own wake descriptors, and none of its parent's threads."""
+    for queue in list(_open_queues):
+        lib.bp_after_fork(queue._queue)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class MessageQueue:
@@ -558,11 +654,12 @@ class MessageQueue:
     it is opened for that direction alone, and the other raises
     :class:`QueuePermissionError`.
 
-    Methods may be called from many threads at once. Objects are not
-    picklable; a queue opened before ``fork()`` works in the child.
+    Methods may be called from many threads at once, and :meth:`close` from
+    any of them wakes the others' waits. Objects are not picklable; a queue
+    opened before ``fork()`` works in the child.
     """
 
-    _mqd: int = -1  # so that __del__ works even if __init__ failed
+    _closed = True  # so that __del__ works even if __init__ failed
     _async: Optional[dict[Any, _AsyncReadiness]] = None
 
     def __init__(
@@ -586,40 +683,40 @@ class MessageQueue:
         #: The queue's name, as given.
         self.name: str = name if isinstance(name, str) else os.fsdecode(name)
 
+        # What the C helpers see: the descriptor, and the state that makes
+        # close() safe while other threads use the queue (mqueue_helpers.c).
+        queue = ffi.new("struct bp_queue *")
         flags = (lib.O_CREAT if create else 0) | (lib.O_EXCL if exclusive else 0)
         for access in (lib.O_RDWR, lib.O_RDONLY, lib.O_WRONLY):
-            mqd = lib.bp_open(raw, flags | access, mode, max_messages, max_message_size)
-            if mqd != -errno.EACCES:
+            result = lib.bp_open(queue, raw, flags | access, mode, max_messages, max_message_size)
+            if result != -errno.EACCES:
                 break
-        if mqd < 0:
+        if result < 0:
             raise _error_for(
-                -mqd,
+                -result,
                 None,
                 self.name,
-                "create" if create else "open",
+                # Refused with O_CREAT: was it creating, or opening one that exists?
+                "open"
+                if not create or (result == -errno.EACCES and _queue_exists(raw))
+                else "create",
                 max_messages=max_messages,
                 max_message_size=max_message_size,
             )
+        self._queue = queue
         attr = ffi.new("struct mq_attr *")
-        lib.mq_getattr(mqd, attr)
+        lib.bp_getattr(queue, attr)
         self._maxmsg: int = attr.mq_maxmsg
-        self._msgsize: int = attr.mq_msgsize
+        self._msgsize: int = queue.msgsize
         self._access = access
         self._close_lock = threading.Lock()
-        # What the C helpers see; close() sets its descriptors to -1 for all
-        # of them. The non-blocking twin makes every attempt that must not
-        # wait a plain mq_send/mq_receive (-1 if it could not be had: the
-        # helpers then try with an expired deadline, a little slower).
-        self._queue = ffi.new("struct bp_queue *")
-        self._queue.mqd = mqd
-        self._queue.try_mqd = lib.bp_open_twin(mqd, raw, access)
-        self._queue.msgsize = self._msgsize
         # Receive buffers not in use: each get() takes its own, so threads
         # never share one, and puts it back, so none is allocated per call.
         # (A deque: unlike a list, popping its last item frees nothing.)
         self._buffers: deque[_Buffer] = deque()
         self._batch_buffers: deque[tuple[Any, Any, int, Any, int]] = deque()
-        self._mqd = mqd
+        self._closed = False
+        _open_queues.add(self)
 
     def _new_buffer(self) -> _Buffer:
         """A receive buffer: (pointer to its data, a cffi buffer over the data
@@ -645,30 +742,178 @@ class MessageQueue:
     def current_messages(self) -> int:
         """How many messages are in the queue right now."""
         attr = ffi.new("struct mq_attr *")
-        if lib.mq_getattr(self._mqd, attr) != 0:
-            raise _error_for(ffi.errno, self, self.name, "inspect")
+        result = lib.bp_getattr(self._queue, attr)
+        if result < 0:
+            raise _error_for(-result, self, self.name, "inspect")
         return int(attr.mq_curmsgs)
+
+    def _ownership(self) -> tuple[int, int, int]:
+        """(mode, uid, gid) of the queue, from fstat() on its descriptor."""
+        cells = ffi.new("unsigned int[3]")
+        result = lib.bp_fstat(self._queue, cells, cells + 1, cells + 2)
+        if result < 0:
+            raise _error_for(-result, self, self.name, "inspect")
+        return cells[0], cells[1], cells[2]
+
+    @property
+    def mode(self) -> int:
+        """The queue's permission bits, such as ``0o600`` (whoever created it)."""
+        return self._ownership()[0]
+
+    @property
+    def uid(self) -> int:
+        """The user ID of the queue's owner."""
+        return self._ownership()[1]
+
+    @property
+    def gid(self) -> int:
+        """The group ID of the queue."""
+        return self._ownership()[2]
 
     @property
     def closed(self) -> bool:
         """True once :meth:`close` has been called."""
-        return self._mqd < 0
+        return self._closed
 
     def fileno(self) -> int:
         """The queue descriptor, for :mod:`select`, :mod:`selectors` or an event loop.
 
-        It is readable when a message is waiting, and writable when there is room.
+        It is readable when a message is waiting, and writable when there is
+        room. It is non-blocking; it stays valid until :meth:`close`.
         """
-        if self._mqd < 0:
+        if self._closed:
             raise QueueClosedError(f"queue {self.name!r} is closed")
-        return self._mqd
+        return int(self._queue.mqd)
 
     def __repr__(self) -> str:
-        state = "closed" if self._mqd < 0 else f"fd={self._mqd}"
+        state = "closed" if self._closed else f"fd={self._queue.mqd}"
         return (
             f"<MessageQueue {self.name!r} {state} max_messages={getattr(self, '_maxmsg', '?')} "
             f"max_message_size={getattr(self, '_msgsize', '?')}>"
         )
+
+    # -- waiting: the one home of every call that must wait ----------------
+
+    def _retries(
+        self,
+        attempt: Callable[[bool], int],
+        writable: bool,
+        deadline: Any,
+        err: int,
+        size: int,
+        cooperative: bool,
+    ) -> Generator[int, None, int]:
+        """The waiting loop of every call, after its first attempt failed with ``err``.
+
+        ``attempt(may_wait)`` calls into C again: with ``may_wait`` it may
+        also spin and sleep in the kernel until ``deadline[0]`` (a
+        ``long long[1]``, which put_many's attempts move on). When waiting
+        must happen outside the kernel (``cooperative``: gevent, asyncio),
+        this yields the deadline, and the driver waits for the queue to be
+        ready (or closed) before the next attempt. Returns the attempt's
+        result once it is ``>= 0``; raises :class:`TimedOutError`, or the
+        error for ``err``. After ``EINTR`` the loop's back edge runs Python's
+        signal handlers (PEP 475): one that raises ends the call.
+        """
+        while True:
+            if err in _WOULD_BLOCK:
+                if deadline[0] == _NOW or 0 < deadline[0] <= _monotonic_ns():
+                    what = "room in" if writable else "a message in"
+                    raise TimedOutError(f"timed out waiting for {what} queue {self.name!r}")
+                if cooperative:
+                    yield deadline[0]
+            elif err != errno.EINTR:
+                raise _error_for(err, self, self.name, "send" if writable else "receive", size)
+            result = attempt(not cooperative)
+            if result >= 0:
+                return result
+            err = -result
+
+    def _wait(
+        self, attempt: Callable[[bool], int], writable: bool, deadline: Any, err: int, size: int = 0
+    ) -> int:
+        """Drive :meth:`_retries` in this thread: in the kernel, or through gevent's select."""
+        cooperative = select.select is not _NATIVE_SELECT
+        retries = self._retries(attempt, writable, deadline, err, size, cooperative)
+        try:
+            while True:
+                self._wait_cooperatively(writable, next(retries))
+        except StopIteration as done:
+            result: int = done.value
+            return result
+
+    async def _wait_async(
+        self, attempt: Callable[[bool], int], writable: bool, deadline: Any, err: int, size: int = 0
+    ) -> int:
+        """Drive :meth:`_retries` on the running event loop."""
+        retries = self._retries(attempt, writable, deadline, err, size, True)
+        try:
+            while True:
+                await self._until_ready(writable, next(retries))
+        except StopIteration as done:
+            result: int = done.value
+            return result
+
+    def _wait_cooperatively(self, writable: bool, deadline: int) -> None:
+        """Wait through the monkey-patched ``select.select`` (gevent, eventlet)
+        for the queue to be ready, for close(), or for the deadline."""
+        queue = self._queue
+        if not lib.bp_hold(queue):
+            return  # closed: the next attempt says so
+        try:
+            wake = lib.bp_wake_fd(queue)
+            if lib.bp_is_closed(queue):
+                return
+            timeout = None if deadline < 0 else max(0.0, (deadline - _monotonic_ns()) / 1e9)
+            watched = [wake] if wake >= 0 else []
+            if wake < 0:  # no wake descriptor to be had: look again soon
+                timeout = _BLIND_WAIT if timeout is None else min(timeout, _BLIND_WAIT)
+            if writable:
+                select.select(watched, [queue.mqd], [], timeout)
+            else:
+                select.select([queue.mqd, *watched], [], [], timeout)
+        finally:
+            lib.bp_unhold(queue)
+
+    async def _until_ready(self, writable: bool, deadline: int) -> None:
+        """Wait until the event loop sees the queue ready, the deadline, or close()."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        key = (loop, writable)
+        with self._close_lock:  # close() takes the registrations under it
+            if self._closed or not lib.bp_hold(self._queue):
+                return  # the next attempt raises QueueClosedError
+            if self._async is None:
+                self._async = {}
+            readiness = self._async.get(key)
+            if readiness is None:
+                readiness = self._async[key] = _AsyncReadiness(
+                    self._queue, loop, self._queue.mqd, writable
+                )
+            else:
+                lib.bp_unhold(self._queue)  # the registration holds one already
+        waiter = loop.create_future()
+        readiness.waiters.append(waiter)
+        try:
+            if deadline < 0:
+                await waiter
+            else:
+                timeout = max(0.0, (deadline - _monotonic_ns()) / 1e9)
+                try:
+                    await asyncio.wait_for(waiter, timeout)
+                except asyncio.TimeoutError:
+                    pass  # the caller tries once more, then reports the timeout
+        finally:
+            if waiter in readiness.waiters:
+                readiness.waiters.remove(waiter)
+            with self._close_lock:
+                registered, last = self._async, False
+                if registered and not readiness.waiters and registered.get(key) is readiness:
+                    del registered[key]
+                    last = True
+            if last:
+                readiness.stop()
 
     # -- sending -----------------------------------------------------------
 
@@ -689,37 +934,27 @@ class MessageQueue:
             type(priority) is not int or not 0 <= priority < PRIORITY_MAX
         ):
             priority = _check_priority(priority)
-        if timeout is None:
-            # Try first: that never blocks, so it needs no look at gevent.
-            result = _bp_try_put(self._queue, data, len(data), priority)
-            if result:
-                self._put_slowly(data, None, priority, -result)
-        else:
-            self._put_slowly(data, timeout, priority, 0)
+        # Every argument is checked before anything is sent.
+        if timeout is not None and not (
+            (type(timeout) is float and 0.0 <= timeout <= TIMEOUT_MAX)
+            or (type(timeout) is int and 0 <= timeout <= _TIMEOUT_MAX_INT)
+        ):
+            _check_timeout(timeout)
+        # The first attempt never blocks, whatever the timeout: one call into
+        # C that keeps the GIL. Only a full queue goes on to wait.
+        result = _bp_try_put(self._queue, data, len(data), priority)
+        if result:
+            self._put_slowly(data, timeout, priority, -result)
 
-    def _put_slowly(self, message: Any, timeout: Any, priority: int, err: int) -> None:
-        """Timeouts, EINTR retries (PEP 475), cooperative waits, and errors.
+    def _put_slowly(self, data: Any, timeout: Any, priority: int, err: int) -> None:
+        """The rest of :meth:`put`, once its first attempt failed with ``err``."""
+        deadline = _deadline_cell(timeout)
+        queue, size = self._queue, len(data)
 
-        ``err`` is the errno of the attempt already made, or 0 if none was.
-        """
-        deadline = _FOREVER if timeout is None else _deadline(_check_timeout(timeout))
-        cooperative = select.select is not _NATIVE_SELECT
-        while True:
-            if err in _WOULD_BLOCK:
-                if deadline == _NOW or 0 < deadline <= _monotonic_ns():
-                    raise TimedOutError(f"timed out waiting for room in queue {self.name!r}")
-                if cooperative:
-                    _wait_cooperatively(self._mqd, True, deadline)
-            elif err and err != errno.EINTR:
-                raise _error_for(err, self, self.name, "send", len(message))
-            # After EINTR, the loop's back edge runs Python signal handlers: one
-            # that raises ends the call, one that returns lets it go on.
-            result = lib.bp_send(
-                self._queue, message, len(message), priority, _NOW if cooperative else deadline
-            )
-            if result == 0:
-                return
-            err = -result
+        def attempt(may_wait: bool) -> int:
+            return lib.bp_send(queue, data, size, priority, deadline[0] if may_wait else _NOW)  # type: ignore[no-any-return]
+
+        self._wait(attempt, True, deadline, err, size)
 
     def put_many(
         self, messages: Iterable[MessageData], timeout: Optional[float] = None, priority: int = 0
@@ -731,7 +966,8 @@ class MessageQueue:
         str or bytes is refused with :class:`TypeError`: use :meth:`put`. ``timeout``
         bounds the wait for room *for each message*, as it bounds the wait
         for the first message in :meth:`get_many`; when it runs out,
-        :class:`TimedOutError` says in ``sent`` how many went out.
+        :class:`TimedOutError` says in ``sent`` how many went out (and so
+        does :class:`QueueClosedError` if the queue is closed meanwhile).
 
         :returns: the number of messages sent, i.e. all of them.
         """
@@ -744,34 +980,29 @@ class MessageQueue:
             )
         else:
             batch = list(messages)
+        if priority is not _LOWEST and (
+            type(priority) is not int or not 0 <= priority < PRIORITY_MAX
+        ):
+            priority = _check_priority(priority)
+        if timeout is not None and not (
+            (type(timeout) is float and 0.0 <= timeout <= TIMEOUT_MAX)
+            or (type(timeout) is int and 0 <= timeout <= _TIMEOUT_MAX_INT)
+        ):
+            _check_timeout(timeout)
         if not batch:
+            if self._closed:
+                raise QueueClosedError(f"queue {self.name!r} is closed", 0)
             return 0
         try:
             data = b"".join(batch)
         except TypeError:
             batch = [_as_buffer(m, i) for i, m in enumerate(batch)]
             data = b"".join(batch)
-        lengths = list(map(len, batch))
-        if sum(lengths) != len(data):  # buffers whose items are wider than a byte
-            lengths = [memoryview(m).nbytes for m in batch]
-        if priority is not _LOWEST and (
-            type(priority) is not int or not 0 <= priority < PRIORITY_MAX
-        ):
-            priority = _check_priority(priority)
-        timeout_ns = _FOREVER if timeout is None else _check_timeout(timeout)
-        cooperative = select.select is not _NATIVE_SELECT
-        # An in/out deadline is needed only when messages wait a while each.
-        deadline = ffi.new("long long *", _deadline(timeout_ns)) if timeout_ns > 0 else _NULL
+        # len() counts bytes only for bytes and bytearray; any other buffer
+        # (array('h'), ctypes...) says its size in bytes through memoryview.
+        lengths = [len(m) if type(m) is bytes else _nbytes(m) for m in batch]
         count = len(lengths)
-        result = _bp_send_many(
-            self._queue,
-            data,
-            lengths,
-            count,
-            priority,
-            _NOW if cooperative else timeout_ns,
-            deadline,
-        )
+        result = _bp_try_put_many(self._queue, data, lengths, count, priority)
         if result == count:  # all sent, no errno
             return count
         if result >> _PACK_SHIFT == errno.EMSGSIZE:  # checked in C before sending any
@@ -783,51 +1014,61 @@ class MessageQueue:
                 self._msgsize,
                 index,
             )
-        return self._put_many_slowly(data, lengths, priority, timeout_ns, deadline, result)
+        return self._put_many_slowly(data, lengths, priority, timeout, result)
 
     def _put_many_slowly(
-        self,
-        data: bytes,
-        lengths: List[int],
-        priority: int,
-        timeout_ns: int,
-        deadline: Any,
-        result: int,
+        self, data: bytes, lengths: List[int], priority: int, timeout: Any, result: int
     ) -> int:
-        """Resume :meth:`put_many` after a wait, EINTR, or error."""
-        cooperative = select.select is not _NATIVE_SELECT
-        data_pointer = ffi.from_buffer(data)  # held for the whole loop: it pins `data`
-        total = len(lengths)
+        """The rest of :meth:`put_many`, after its first attempt sent some or none."""
+        timeout_ns = _check_timeout(timeout)
+        deadline = _deadline_cell(timeout)
+        queue, total = self._queue, len(lengths)
+        pointer = ffi.from_buffer(data)  # held for the whole loop: it pins `data`
         sent = offset = 0
-        while True:
+
+        def account(result: int) -> int:
+            """Count what a call sent; return ``total`` once all went out, else -errno."""
+            nonlocal sent, offset
             count = result & _LENGTH_MASK
             if count:
-                if cooperative and timeout_ns > 0:
-                    deadline[0] = _monotonic_ns() + timeout_ns
                 offset += sum(lengths[sent : sent + count])
                 sent += count
-                if sent == total:
-                    return sent
-            code = result >> _PACK_SHIFT
-            if code in _WOULD_BLOCK:
-                if timeout_ns == 0 or (timeout_ns > 0 and deadline[0] <= _monotonic_ns()):
-                    raise TimedOutError(
-                        f"timed out waiting for room in queue {self.name!r} "
-                        f"after sending {sent} of {total} messages",
-                        sent,
-                    )
-                _wait_cooperatively(self._mqd, True, deadline[0] if timeout_ns > 0 else _FOREVER)
-            elif code != errno.EINTR:
-                raise _error_for(code, self, self.name, "send", lengths[sent])
-            result = lib.bp_send_many(
-                self._queue,
-                data_pointer + offset,
-                lengths[sent:],
-                total - sent,
-                priority,
-                _NOW if cooperative else timeout_ns,
-                deadline,
+                if timeout_ns > 0:  # each message may wait that long
+                    deadline[0] = _monotonic_ns() + timeout_ns
+            return total if sent == total else -(result >> _PACK_SHIFT)
+
+        def attempt(may_wait: bool) -> int:
+            return account(
+                lib.bp_send_many(
+                    queue,
+                    pointer + offset,
+                    lengths[sent:],
+                    total - sent,
+                    priority,
+                    timeout_ns,
+                    deadline,
+                    may_wait,
+                )
             )
+
+        try:
+            outcome = account(result)
+            if outcome == 0:  # the first attempt stopped at its own limits, not for room
+                outcome = attempt(False)
+            if outcome < 0:
+                self._wait(attempt, True, deadline, -outcome, lengths[sent])
+        except TimedOutError:
+            raise TimedOutError(
+                f"timed out waiting for room in queue {self.name!r} "
+                f"after sending {sent} of {total} messages",
+                sent,
+            ) from None
+        except QueueClosedError:
+            raise QueueClosedError(
+                f"queue {self.name!r} was closed after {sent} of {total} messages were sent",
+                sent,
+            ) from None
+        return total
 
     # -- receiving ---------------------------------------------------------
 
@@ -838,17 +1079,19 @@ class MessageQueue:
             positive number waits up to that many seconds; then
             :class:`TimedOutError`.
         """
+        if timeout is not None and not (
+            (type(timeout) is float and 0.0 <= timeout <= TIMEOUT_MAX)
+            or (type(timeout) is int and 0 <= timeout <= _TIMEOUT_MAX_INT)
+        ):
+            _check_timeout(timeout)
         buffers = self._buffers
         try:
             buffer = buffers.pop()
         except IndexError:
             buffer = self._new_buffer()
-        if timeout is None:
-            result = _bp_try_get(buffer[0])  # never blocks: see put()
-            if result < 0:
-                result = self._get_slowly(buffer, None, -result)
-        else:
-            result = self._get_slowly(buffer, timeout, 0)
+        result = _bp_try_get(buffer[0])  # never blocks: see put()
+        if result < 0:
+            result = self._get_slowly(buffer, timeout, -result)
         if result <= _LENGTH_MASK:  # priority 0, the common case
             message = Message(buffer[1][:result])
         else:
@@ -857,31 +1100,60 @@ class MessageQueue:
         return message
 
     def _get_slowly(self, buffer: _Buffer, timeout: Any, err: int) -> int:
-        """Timeouts, EINTR retries (PEP 475), cooperative waits, and errors.
-
-        ``err`` is the errno of the attempt already made, or 0 if none was.
-        On an error the buffer goes back to the pool: nothing is using it.
-        """
+        """The rest of :meth:`get`, once its first attempt failed with ``err``.
+        On an error the buffer goes back to the pool: nothing is using it."""
         try:
-            deadline = _FOREVER if timeout is None else _deadline(_check_timeout(timeout))
-            cooperative = select.select is not _NATIVE_SELECT
-            while True:
-                if err in _WOULD_BLOCK:
-                    if deadline == _NOW or 0 < deadline <= _monotonic_ns():
-                        raise TimedOutError(
-                            f"timed out waiting for a message in queue {self.name!r}"
-                        )
-                    if cooperative:
-                        _wait_cooperatively(self._mqd, False, deadline)
-                elif err and err != errno.EINTR:
-                    raise _error_for(err, self, self.name, "receive")
-                result: int = lib.bp_receive(buffer[0], _NOW if cooperative else deadline)
-                if result >= 0:
-                    return result
-                err = -result
+            return self._receive_slowly(buffer[0], timeout, err)
         except BaseException:
             self._buffers.append(buffer)
             raise
+
+    def _receive_slowly(self, data: Any, timeout: Any, err: int) -> int:
+        """Wait for a message into ``data``: (priority << shift) | length."""
+        deadline = _deadline_cell(timeout)
+        queue = self._queue
+
+        def attempt(may_wait: bool) -> int:
+            return lib.bp_receive(queue, data, deadline[0] if may_wait else _NOW)  # type: ignore[no-any-return]
+
+        return self._wait(attempt, False, deadline, err)
+
+    def get_into(self, buffer: Any, timeout: Optional[float] = None) -> tuple[int, int]:
+        """Receive the next message into ``buffer``; return ``(number of bytes, priority)``.
+
+        The path without a :class:`Message`: nothing is allocated for the
+        message, which the kernel copies straight into ``buffer``, any
+        writable, C-contiguous buffer (``bytearray``, a ``memoryview`` slice
+        of one, ``array.array``, ``mmap``, a NumPy array). As with
+        :meth:`socket.socket.recv_into`, the caller owns the buffer: threads
+        use their own. Waits per ``timeout`` as :meth:`get` does.
+
+        :raises InvalidParametersError: the buffer is smaller than
+            :attr:`max_message_size`, which the kernel requires whatever the
+            message's length; nothing was received.
+        :raises TypeError: the buffer is read-only, not contiguous, or not a buffer.
+        """
+        if timeout is not None and not (
+            (type(timeout) is float and 0.0 <= timeout <= TIMEOUT_MAX)
+            or (type(timeout) is int and 0 <= timeout <= _TIMEOUT_MAX_INT)
+        ):
+            _check_timeout(timeout)
+        try:
+            memory = _from_buffer(_CHAR_ARRAY, buffer, True)
+        except (TypeError, ValueError, BufferError):
+            raise _not_writable(buffer) from None
+        if len(memory) < self._msgsize:
+            raise InvalidParametersError(
+                f"get_into() needs a buffer of at least max_message_size={self._msgsize} "
+                f"bytes for queue {self.name!r}, which the kernel requires; this one has "
+                f"{len(memory)}. Nothing was received"
+            )
+        result = _bp_try_get_into(self._queue, memory)
+        if result < 0:
+            result = self._receive_slowly(memory, timeout, -result)
+        if result <= _LENGTH_MASK:
+            return result, 0
+        return result & _LENGTH_MASK, result >> _PACK_SHIFT
 
     def get_many(self, max_count: int, timeout: Optional[float] = None) -> List[Message]:
         """Wait per ``timeout`` for one message, then take every message already
@@ -895,29 +1167,23 @@ class MessageQueue:
             max_count = _check_int(max_count, "max_count")
             if max_count < 1:
                 raise InvalidParametersError(f"max_count={max_count} must be at least 1")
-        if timeout is None and select.select is _NATIVE_SELECT:
-            deadline = first = _FOREVER
-        else:
-            deadline = _deadline(_check_timeout(timeout))
-            first = _NOW if select.select is not _NATIVE_SELECT else deadline
+        if timeout is not None and not (
+            (type(timeout) is float and 0.0 <= timeout <= TIMEOUT_MAX)
+            or (type(timeout) is int and 0 <= timeout <= _TIMEOUT_MAX_INT)
+        ):
+            _check_timeout(timeout)
         batches = self._batch_buffers
         try:
             batch = batches.pop()
         except IndexError:
             batch = self._new_batch_buffer()
         buf, view, capacity, results, slots = batch
+        queue = self._queue
         messages: List[Message] = []
         try:
+            result = _bp_try_get_many(queue, buf, capacity, min(slots, max_count), results)
             while True:
-                result = _bp_receive_many(
-                    self._queue,
-                    buf,
-                    capacity,
-                    min(slots, max_count - len(messages)),
-                    _NOW if messages else first,
-                    results,
-                )
-                count = result if result <= _LENGTH_MASK else result & _LENGTH_MASK
+                count = result & _LENGTH_MASK
                 if count:
                     start = 0
                     for end in _unpack(results, count):
@@ -929,21 +1195,34 @@ class MessageQueue:
                             start = end & _LENGTH_MASK
                     if len(messages) == max_count:
                         return messages
-                code = result >> _PACK_SHIFT
-                if code == 0:
-                    continue  # the buffer filled up: take more
-                if messages:
-                    return messages  # drained, interrupted, or an error for the next call
-                if code in _WOULD_BLOCK:
-                    if deadline == _NOW or 0 < deadline <= _monotonic_ns():
-                        raise TimedOutError(
-                            f"timed out waiting for a message in queue {self.name!r}"
-                        )
-                    _wait_cooperatively(self._mqd, False, deadline)
-                elif code != errno.EINTR:
-                    raise _error_for(code, self, self.name, "receive")
+                    if result >> _PACK_SHIFT:
+                        return messages  # drained, or an error for the next call
+                    # The first attempt stopped at its own limits: take the
+                    # rest with the GIL released (still without waiting).
+                    want = min(slots, max_count - len(messages))
+                    result = lib.bp_receive_many(queue, buf, capacity, want, _NOW, results)
+                elif messages:
+                    return messages  # drained, or an error for the next call
+                else:
+                    result = self._wait_for_batch(batch, max_count, timeout, result >> _PACK_SHIFT)
         finally:
             batches.append(batch)
+
+    def _wait_for_batch(
+        self, batch: tuple[Any, Any, int, Any, int], max_count: int, timeout: Any, err: int
+    ) -> int:
+        """Wait for :meth:`get_many`'s first message; return the packed batch result."""
+        buf, _, capacity, results, slots = batch
+        deadline = _deadline_cell(timeout)
+        queue, want = self._queue, min(slots, max_count)
+
+        def attempt(may_wait: bool) -> int:
+            result: int = lib.bp_receive_many(
+                queue, buf, capacity, want, deadline[0] if may_wait else _NOW, results
+            )
+            return result if result & _LENGTH_MASK else -(result >> _PACK_SHIFT)
+
+        return self._wait(attempt, False, deadline, err)
 
     def _new_batch_buffer(self) -> tuple[Any, Any, int, Any, int]:
         """Room for as many messages as the queue holds (at most about 1 MiB):
@@ -959,17 +1238,17 @@ class MessageQueue:
 
     async def get_async(self, timeout: Optional[float] = None) -> Message:
         """Like :meth:`get`, for asyncio: waits on the event loop, never blocks it."""
-        deadline = _deadline(_check_timeout(timeout))
-        buffer = self._new_buffer()  # not pooled: this is not the fast path
-        while True:
-            result = lib.bp_receive(buffer[0], _NOW)
-            if result >= 0:
-                return _message_at(buffer[1], 0, result)
-            if -result not in _WOULD_BLOCK and -result != errno.EINTR:
-                raise _error_for(-result, self, self.name, "receive")
-            if deadline == _NOW or 0 < deadline <= _monotonic_ns():
-                raise TimedOutError(f"timed out waiting for a message in queue {self.name!r}")
-            await self._until_ready(False, deadline)
+        deadline = _deadline_cell(timeout)
+        buffer = self._new_buffer()  # not pooled: a task may be cancelled while it waits
+        data, queue = buffer[0], self._queue
+        result = _bp_try_get(data)
+        if result < 0:
+
+            def attempt(may_wait: bool) -> int:
+                return lib.bp_receive(queue, data, _NOW)  # type: ignore[no-any-return]
+
+            result = await self._wait_async(attempt, False, deadline, -result)
+        return _message_at(buffer[1], 0, result)
 
     async def put_async(
         self, message: MessageData, timeout: Optional[float] = None, priority: int = 0
@@ -977,66 +1256,35 @@ class MessageQueue:
         """Like :meth:`put`, for asyncio: waits on the event loop, never blocks it."""
         data = message if type(message) is bytes else _as_bytes_like(message)
         priority = _check_priority(priority)
-        deadline = _deadline(_check_timeout(timeout))
-        while True:
-            result = lib.bp_send(self._queue, data, len(data), priority, _NOW)
-            if result == 0:
-                return
-            if -result not in _WOULD_BLOCK and -result != errno.EINTR:
-                raise _error_for(-result, self, self.name, "send", len(data))
-            if deadline == _NOW or 0 < deadline <= _monotonic_ns():
-                raise TimedOutError(f"timed out waiting for room in queue {self.name!r}")
-            await self._until_ready(True, deadline)
+        deadline = _deadline_cell(timeout)
+        queue, size = self._queue, len(data)
+        result = _bp_try_put(queue, data, size, priority)
+        if result:
 
-    async def _until_ready(self, writable: bool, deadline: int) -> None:
-        """Wait until the event loop sees the queue readable/writable, or the deadline."""
-        import asyncio
+            def attempt(may_wait: bool) -> int:
+                return lib.bp_send(queue, data, size, priority, _NOW)  # type: ignore[no-any-return]
 
-        loop = asyncio.get_running_loop()
-        if self._async is None:
-            self._async = {}
-        key = (loop, writable)
-        readiness = self._async.get(key)
-        if readiness is None:
-            readiness = self._async[key] = _AsyncReadiness(loop, self.fileno(), writable)
-        waiter = loop.create_future()
-        readiness.waiters.append(waiter)
-        try:
-            if deadline < 0:
-                await waiter
-            else:
-                timeout = max(0.0, (deadline - _monotonic_ns()) / 1e9)
-                try:
-                    await asyncio.wait_for(waiter, timeout)
-                except asyncio.TimeoutError:
-                    pass  # the caller tries once more, then reports the timeout
-        finally:
-            if waiter in readiness.waiters:
-                readiness.waiters.remove(waiter)
-            if not readiness.waiters and self._async.get(key) is readiness:
-                del self._async[key]
-                readiness.stop()
+            await self._wait_async(attempt, True, deadline, -result, size)
 
     # -- life cycle --------------------------------------------------------
 
     def close(self) -> None:
-        """Release the descriptors. Later calls raise :class:`QueueClosedError`;
-        closing again does nothing. The queue itself lives on (see :meth:`unlink`).
+        """Release the queue: every call waiting on it, in any thread, greenlet
+        or task, raises :class:`QueueClosedError` at once, as does any later
+        call. A call that already took its message returns it. Closing again
+        does nothing. The queue itself lives on (see :meth:`unlink`).
         """
         with self._close_lock:
-            mqd, self._mqd = self._mqd, -1
-            if mqd < 0:
+            if self._closed:
                 return
-            twin = self._queue.try_mqd
-            self._queue.mqd = self._queue.try_mqd = -1
-        if self._async:
-            readinesses, self._async = list(self._async.values()), {}
-            for readiness in readinesses:
-                readiness.stop()
-                readiness.fail(QueueClosedError(f"queue {self.name!r} was closed"))
-        lib.mq_close(mqd)
-        if twin >= 0:
-            lib.mq_close(twin)
+            self._closed = True
+            readinesses = list(self._async.values()) if self._async else []
+            self._async = None
+        # Marks the queue closed and wakes the waits in C and gevent; the
+        # descriptors are released by the last call still using them.
+        lib.bp_close(self._queue)
+        for readiness in readinesses:
+            readiness.shut_from_any_thread(QueueClosedError(f"queue {self.name!r} was closed"))
 
     def unlink(self) -> None:
         """Remove the queue's name from the system.
@@ -1058,7 +1306,7 @@ class MessageQueue:
         self.close()
 
     def __del__(self) -> None:
-        if self._mqd >= 0:
+        if not self._closed:
             try:
                 warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
             except Exception:
