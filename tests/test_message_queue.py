@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import array
+import asyncio
 import errno
+import fcntl
 import gc
+import mmap
 import os
 import pickle
 import select
 import selectors
+import signal
+import struct
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 import warnings
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
@@ -336,16 +343,83 @@ def test_timeout_returns_as_soon_as_a_message_arrives(queue: MessageQueue) -> No
     assert time.monotonic() - start < 5
 
 
-@pytest.mark.parametrize("timeout", [-1, -0.001, float("nan"), float("inf"), 1e300])
-def test_bad_timeouts_are_refused(queue: MessageQueue, timeout: float) -> None:
-    for call in (
-        lambda: queue.get(timeout=timeout),
-        lambda: queue.put(b"x", timeout=timeout),
-        lambda: queue.get_many(3, timeout=timeout),
-        lambda: queue.put_many([b"x"], timeout=timeout),
-    ):
-        with pytest.raises(InvalidParametersError, match="timeout="):
-            call()
+def ready_calls(queue: MessageQueue, timeout: Any) -> dict[str, Callable[[], Any]]:
+    """Every call, with ``timeout``, on a queue that can take and give a message at once."""
+    into = bytearray(queue.max_message_size)
+    return {
+        "put": lambda: queue.put(b"sent", timeout=timeout),
+        "put_many": lambda: queue.put_many([b"sent"], timeout=timeout),
+        "get": lambda: queue.get(timeout=timeout),
+        "get_into": lambda: queue.get_into(into, timeout=timeout),
+        "get_many": lambda: queue.get_many(3, timeout=timeout),
+        "put_async": lambda: asyncio.run(queue.put_async(b"sent", timeout=timeout)),
+        "get_async": lambda: asyncio.run(queue.get_async(timeout=timeout)),
+    }
+
+
+GOOD_TIMEOUTS = [None, 0, 0.0, 0.2, 1, 30, 1e-9, Decimal("0.5"), Fraction(1, 4), 2**31]
+
+
+@pytest.mark.parametrize("timeout", GOOD_TIMEOUTS, ids=repr)
+@pytest.mark.parametrize(
+    "call", ["put", "put_many", "get", "get_into", "get_many", "put_async", "get_async"]
+)
+def test_every_timeout_works_when_the_queue_is_ready(
+    make_queue: MakeQueue, call: str, timeout: Any
+) -> None:
+    queue = make_queue(max_messages=3, max_message_size=16)
+    queue.put(b"waiting")
+    start = time.monotonic()
+    ready_calls(queue, timeout)[call]()
+    assert time.monotonic() - start < 0.15  # no wait: the first attempt did it
+    moved = 1 if call.startswith("put") else -1
+    assert queue.current_messages == 1 + moved
+
+
+BAD_TIMEOUTS: list[tuple[Any, type[Exception]]] = [
+    (-1, InvalidParametersError),
+    (-0.001, InvalidParametersError),
+    (float("nan"), InvalidParametersError),
+    (float("inf"), InvalidParametersError),
+    (1e300, InvalidParametersError),
+    (2**63, InvalidParametersError),
+    (Decimal("-1"), InvalidParametersError),
+    (True, TypeError),
+    (False, TypeError),
+    ("1", TypeError),
+    (b"1", TypeError),
+    ([1], TypeError),
+    (object(), TypeError),
+]
+
+
+@pytest.mark.parametrize(("timeout", "error"), BAD_TIMEOUTS, ids=repr)
+@pytest.mark.parametrize(
+    "call", ["put", "put_many", "get", "get_into", "get_many", "put_async", "get_async"]
+)
+def test_bad_timeouts_raise_before_anything_moves(
+    make_queue: MakeQueue, call: str, timeout: Any, error: type[Exception]
+) -> None:
+    """Even when the queue could take or give a message at once."""
+    queue = make_queue(max_messages=3, max_message_size=16)
+    queue.put(b"waiting")
+    with pytest.raises(error, match="timeout"):
+        ready_calls(queue, timeout)[call]()
+    assert queue.get_many(10, timeout=0) == [b"waiting"]  # nothing sent, nothing taken
+
+
+@pytest.mark.parametrize("priority", [-1, PRIORITY_MAX, True, 1.0, "1", None])
+@pytest.mark.parametrize("call", ["put", "put_many", "put_async"])
+def test_bad_priorities_raise_before_anything_is_sent(
+    queue: MessageQueue, call: str, priority: Any
+) -> None:
+    calls: dict[str, Callable[[], Any]] = {
+        "put": lambda: queue.put(b"x", timeout=0, priority=priority),
+        "put_many": lambda: queue.put_many([b"x"], timeout=0, priority=priority),
+        "put_async": lambda: asyncio.run(queue.put_async(b"x", timeout=0, priority=priority)),
+    }
+    with pytest.raises((InvalidParametersError, TypeError), match="priority"):
+        calls[call]()
     assert queue.current_messages == 0
 
 
@@ -353,6 +427,168 @@ def test_bad_timeouts_are_refused(queue: MessageQueue, timeout: float) -> None:
 def test_timeout_of_wrong_type_is_a_type_error(queue: MessageQueue, timeout: object) -> None:
     with pytest.raises(TypeError, match="timeout must be"):
         queue.get(timeout=timeout)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("call", ["put", "put_many", "get", "get_into", "get_many"])
+def test_timeout_zero_on_a_blocked_queue_raises_at_once(make_queue: MakeQueue, call: str) -> None:
+    queue = make_queue(max_messages=1, max_message_size=16)
+    if call.startswith("put"):
+        queue.put(b"fills it")
+    start = time.monotonic()
+    with pytest.raises(TimedOutError):
+        ready_calls(queue, 0)[call]()
+    assert time.monotonic() - start < 0.1
+    assert queue.current_messages == (1 if call.startswith("put") else 0)
+
+
+# -- get_into: receiving into the caller's buffer ------------------------------------
+
+
+def buffer_kinds() -> list[Any]:
+    """Every kind of writable buffer get_into() takes, each 64 bytes or more
+    (NumPy's where it is installed: with .[test] on CPython, not on PyPy)."""
+    kinds: list[Any] = [
+        bytearray(64),
+        memoryview(bytearray(100))[10:90],
+        array.array("B", bytes(64)),
+        array.array("i", [0] * 16),
+        mmap.mmap(-1, 4096),
+    ]
+    try:
+        import numpy
+
+        kinds.append(numpy.zeros(64, dtype=numpy.uint8))
+        kinds.append(numpy.zeros((4, 16), dtype=numpy.uint8))
+    except ImportError:
+        pass
+    return kinds
+
+
+@pytest.mark.parametrize("buffer", buffer_kinds(), ids=lambda b: type(b).__name__)
+def test_get_into_fills_any_writable_buffer(make_queue: MakeQueue, buffer: Any) -> None:
+    queue = make_queue(max_messages=3, max_message_size=64)
+    queue.put(b"plain")
+    queue.put(b"\x00urgent\xff", priority=9)
+    assert queue.get_into(buffer) == (8, 9)
+    assert bytes(memoryview(buffer).cast("B")[:8]) == b"\x00urgent\xff"
+    assert queue.get_into(buffer, timeout=0) == (5, 0)
+    assert bytes(memoryview(buffer).cast("B")[:5]) == b"plain"
+    with pytest.raises(TimedOutError):
+        queue.get_into(buffer, timeout=0)
+
+
+def test_get_into_parses_fixed_size_records_from_one_buffer(queue: MessageQueue) -> None:
+    record = struct.Struct("<IQd")
+    for i in range(5):
+        queue.put(record.pack(i, i * 1000, i / 2))
+    buffer = bytearray(queue.max_message_size)
+    seen = []
+    for _ in range(5):
+        size, _priority = queue.get_into(buffer)
+        assert size == record.size
+        seen.append(record.unpack_from(buffer))
+    assert seen == [(i, i * 1000, i / 2) for i in range(5)]
+
+
+def test_too_small_a_buffer_names_both_sizes_and_takes_nothing(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=3, max_message_size=100)
+    queue.put(b"short")  # the kernel wants room for 100 bytes all the same
+    with pytest.raises(InvalidParametersError, match=r"max_message_size=100.*has 99") as caught:
+        queue.get_into(bytearray(99))
+    assert isinstance(caught.value, ValueError)
+    assert queue.get(timeout=0) == b"short"
+
+
+@pytest.mark.parametrize(
+    ("buffer", "problem"),
+    [
+        (bytes(64), "read-only"),
+        (memoryview(bytes(64)), "read-only"),
+        (memoryview(bytearray(128))[::2], "not C-contiguous"),
+        ("a str", "no buffer interface"),
+        (64, "no buffer interface"),
+        ([0] * 64, "no buffer interface"),
+    ],
+    ids=lambda value: type(value).__name__ if not isinstance(value, str) else value,
+)
+def test_get_into_refuses_what_it_cannot_write_into(
+    make_queue: MakeQueue, buffer: Any, problem: str
+) -> None:
+    queue = make_queue(max_messages=3, max_message_size=64)
+    queue.put(b"stays queued")
+    with pytest.raises(TypeError, match=problem):
+        queue.get_into(buffer)
+    assert queue.get(timeout=0) == b"stays queued"
+
+
+def test_get_into_waits_like_get(queue: MessageQueue) -> None:
+    buffer = bytearray(queue.max_message_size)
+    start = time.monotonic()
+    with pytest.raises(TimedOutError, match="waiting for a message"):
+        queue.get_into(buffer, timeout=0.2)
+    assert 0.2 <= time.monotonic() - start < 2
+    threading.Timer(0.1, queue.put, args=(b"late",)).start()
+    assert queue.get_into(buffer, timeout=10) == (4, 0)
+    assert buffer[:4] == b"late"
+
+
+def test_threads_get_into_their_own_buffers(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=10, max_message_size=32)
+    total, threads = 4000, 4
+    received: list[list[bytes]] = [[] for _ in range(threads)]
+
+    def consume(index: int) -> None:
+        buffer = bytearray(32)
+        for _ in range(total // threads):
+            size, priority = queue.get_into(buffer, timeout=10)
+            received[index].append(bytes(buffer[:size]) + b"/%d" % priority)
+
+    consumers = [threading.Thread(target=consume, args=(i,)) for i in range(threads)]
+    for consumer in consumers:
+        consumer.start()
+    for i in range(total):
+        queue.put(b"message %d" % i, priority=i % 3)
+    for consumer in consumers:
+        consumer.join(30)
+    everything = sorted(m for part in received for m in part)
+    assert everything == sorted(b"message %d/%d" % (i, i % 3) for i in range(total))
+
+
+def test_a_signal_handler_that_raises_interrupts_a_blocked_get_into(queue: MessageQueue) -> None:
+    class Interrupted(Exception):
+        pass
+
+    def raise_interrupted(signum: int, frame: Any) -> None:
+        raise Interrupted()
+
+    buffer = bytearray(queue.max_message_size)
+    previous = signal.signal(signal.SIGALRM, raise_interrupted)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    start = time.monotonic()
+    try:
+        with pytest.raises(Interrupted):
+            queue.get_into(buffer)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - start < 3
+    queue.put(b"not lost")
+    assert queue.get_into(buffer, timeout=0) == (8, 0)
+
+
+def test_a_signal_handler_that_returns_lets_get_into_go_on(queue: MessageQueue) -> None:
+    calls: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: calls.append(signum))
+    signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+    buffer = bytearray(queue.max_message_size)
+    try:
+        threading.Timer(0.3, queue.put, args=(b"after the storm",)).start()
+        assert queue.get_into(buffer) == (15, 0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(calls) > 10
+    assert buffer[:15] == b"after the storm"
 
 
 # -- batches ---------------------------------------------------------------------
@@ -522,7 +758,10 @@ def test_dropped_queue_releases_its_descriptor_with_a_resource_warning(queue_nam
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         queue = MessageQueue(queue_name)
-        assert open_fds() == before + 2  # blocking, and the non-blocking twin for tries
+        assert open_fds() == before + 1  # the queue's descriptor
+        with pytest.raises(TimedOutError):
+            queue.get(timeout=0.001)
+        assert open_fds() == before + 2  # and the wake descriptor, once a call has waited
         del queue
         gc.collect()
     assert open_fds() == before
@@ -551,40 +790,31 @@ def test_no_descriptor_leak_over_many_cycles(queue_name: str) -> None:
     assert open_fds() == before
 
 
-def test_the_non_blocking_twin_is_the_same_queue_or_none(make_queue: MakeQueue) -> None:
-    """The twin descriptor is opened by name: if the name now belongs to another
-    queue (unlinked and re-created meanwhile), it is refused, so attempts
-    never reach the wrong queue."""
-    first, second = make_queue(), make_queue()
-    before = open_fds()
-    assert lib.bp_open_twin(first.fileno(), second.name.encode(), lib.O_RDWR) == -1
-    assert open_fds() == before
-    twin = lib.bp_open_twin(first.fileno(), first.name.encode(), lib.O_RDWR)
-    assert twin >= 0
-    try:
-        assert os.fstat(twin).st_ino == os.fstat(first.fileno()).st_ino
-        attr = ffi.new("struct mq_attr *")
-        assert lib.mq_getattr(twin, attr) == 0
-        assert attr.mq_flags & lib.O_NONBLOCK
-    finally:
-        lib.mq_close(twin)
+def eventfds() -> set[int]:
+    """The eventfd descriptors this process has open."""
+    found = set()
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{entry}") == "anon_inode:[eventfd]":
+                found.add(int(entry))
+        except FileNotFoundError:  # the listing's own descriptor, closed since
+            pass
+    return found
 
 
-def test_without_the_twin_attempts_behave_the_same(queue: MessageQueue) -> None:
-    """When the twin could not be had, attempts that must not wait use an
-    expired deadline on the blocking descriptor: same results."""
-    twin, queue._queue.try_mqd = queue._queue.try_mqd, -1
-    lib.mq_close(twin)
+def test_descriptors_are_non_blocking_and_close_on_exec(queue: MessageQueue) -> None:
+    """The queue's descriptor never blocks (waits sleep in ppoll), and neither it
+    nor the wake descriptor (an eventfd, made once a call waits) outlives exec."""
+    before = eventfds()
     with pytest.raises(TimedOutError):
-        queue.get(timeout=0)
-    for i in range(queue.max_messages):
-        queue.put(b"%d" % i, timeout=0)
-    with pytest.raises(TimedOutError):
-        queue.put(b"one too many", timeout=0)
-    assert queue.get_many(100, timeout=0) == [b"%d" % i for i in range(queue.max_messages)]
-    queue.put(b"blocking path", priority=3)
-    message = queue.get()
-    assert (message, message.priority) == (b"blocking path", 3)
+        queue.get(timeout=0.001)
+    (wake,) = eventfds() - before
+    for fd in (queue.fileno(), wake):
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    attr = ffi.new("struct mq_attr *")
+    assert lib.mq_getattr(queue.fileno(), attr) == 0
+    assert attr.mq_flags & lib.O_NONBLOCK
 
 
 # -- waiting with select, and across threads and processes -----------------------
