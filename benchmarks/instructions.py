@@ -1,12 +1,15 @@
-"""Instructions per in-process put+get round trip, counted by valgrind.
+"""Instructions per in-process round trip, counted by valgrind.
 
 Timings on a shared machine drift by 10% from run to run; instruction counts
-do not. This runs the same 1-byte round trip as the harness under
-``valgrind --tool=callgrind`` twice (0 and N messages) and prints the
-difference per message: the user-space cost of each competitor's Python
-and C code, system calls excluded. "batches of 8" is ``put_many`` plus
-``get_many`` of 8 messages, per message. Needs valgrind (``apt-get install
-valgrind``); run ``python -m benchmarks.instructions``.
+do not. This runs 1-byte round trips under ``valgrind --tool=callgrind``
+twice (0 and N messages) and prints the difference per message: the
+user-space cost of each competitor's Python and C code, system calls
+excluded. The loops: ``put`` plus ``get``; the users' event pattern,
+``put(m, timeout=0)`` plus ``get(timeout=0.2)``; ``put`` plus ``get_into``
+a reused buffer; ``put_many`` plus ``get_many`` of 8, per message; the raw
+cffi calls of the first attempts alone; posix_ipc's ``send`` plus
+``receive``. Needs valgrind (``apt-get install valgrind``); run
+``python -m benchmarks.instructions``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,14 @@ import sys
 import uuid
 
 ROUND_TRIPS = 20_000
+LOOPS = [
+    "put + get",
+    "event pattern",
+    "put + get_into",
+    "batches of 8",
+    "raw cffi calls",
+    "posix_ipc",
+]
 
 
 def _loop(which: str, n: int) -> None:
@@ -31,11 +42,21 @@ def _loop(which: str, n: int) -> None:
     queue = MessageQueue(f"/bench-{uuid.uuid4().hex}", 10, 8192)
     message = b"x"
     try:
-        if which == "baseplate-mq":
+        if which == "put + get":
             put, get = queue.put, queue.get
             for _ in range(n):
                 put(message)
                 get()
+        elif which == "event pattern":
+            put, get = queue.put, queue.get
+            for _ in range(n):
+                put(message, timeout=0)
+                get(timeout=0.2)
+        elif which == "put + get_into":
+            put, get_into, into = queue.put, queue.get_into, bytearray(8192)
+            for _ in range(n):
+                put(message)
+                get_into(into)
         elif which == "batches of 8":
             put_many, get_many, batch = queue.put_many, queue.get_many, [message] * 8
             for _ in range(n // 8):
@@ -43,7 +64,8 @@ def _loop(which: str, n: int) -> None:
                 get_many(8)
         elif which == "raw cffi calls":
             try_put, try_get, handle = lib.bp_try_put, lib.bp_try_get, queue._queue
-            data = queue._new_buffer()[0]
+            buffer = queue._new_buffer()  # keeps its memory alive
+            data = buffer[0]
             for _ in range(n):
                 try_put(handle, message, 1, 0)
                 try_get(data)
@@ -92,19 +114,20 @@ def _count(which: str, n: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", nargs=2, metavar=("WHICH", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("which", nargs="*", default=LOOPS, help=f"some of: {', '.join(LOOPS)}")
     args = parser.parse_args()
     if args.run:
         _loop(args.run[0], int(args.run[1]))
         return
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
-    for which in ("baseplate-mq", "batches of 8", "raw cffi calls", "posix_ipc"):
+    for which in args.which:
         try:
             count = (_count(which, ROUND_TRIPS) - _count(which, 0)) // ROUND_TRIPS
         except subprocess.CalledProcessError as error:
-            print(f"{which:16} failed: {error.stderr.strip().splitlines()[-1]}")
+            print(f"{which:16} failed: {error.stderr.strip().splitlines()[-1]}", flush=True)
         else:
-            print(f"{which:16} {count:6,} instructions per message sent and received")
+            print(f"{which:16} {count:6,} instructions per message sent and received", flush=True)
 
 
 if __name__ == "__main__":
