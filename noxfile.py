@@ -61,7 +61,16 @@ SANITIZER_CFLAGS = (
 def sanitize(session: nox.Session) -> None:
     """The C helpers under AddressSanitizer and UndefinedBehaviorSanitizer (and
     -Werror): the whole test suite, then a short stress run. Any report fails."""
-    session.install("--no-cache-dir", ".[test]", env={"BASEPLATE_MQ_CFLAGS": SANITIZER_CFLAGS})
+    # Built from a copy: setuptools would leave the instrumented objects in
+    # ./build for the next session's install to pick up.
+    source = Path(session.create_tmp()) / "source"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(
+        ".", source, ignore=shutil.ignore_patterns(".*", "build", "*.so", "_build", "*.egg-info")
+    )
+    session.install(
+        "--no-cache-dir", f"{source}[test]", env={"BASEPLATE_MQ_CFLAGS": SANITIZER_CFLAGS}
+    )
     # The interpreter is not instrumented: its process must load the runtimes first.
     runtimes = [
         str(session.run("gcc", f"-print-file-name={name}", silent=True, external=True)).strip()
