@@ -128,7 +128,7 @@ def test_gevent_blocked_get_and_put_yield_to_other_greenlets(queue_name: str) ->
         ticks = []
 
         def ticker():
-            for i in range(20):
+            for i in range(50):
                 ticks.append(i)
                 gevent.sleep(0.01)
 
@@ -141,15 +141,22 @@ def test_gevent_blocked_get_and_put_yield_to_other_greenlets(queue_name: str) ->
         produce = gevent.spawn(producer)
         first = queue.get()            # blocks: other greenlets must run meanwhile
         ticks_while_blocked = len(ticks)
-        second = queue.get(timeout=5)
+        buffer = bytearray(16)
+        size, _ = queue.get_into(buffer, timeout=5)
+        second = bytes(buffer[:size])
+        gevent.spawn_later(0.1, queue.put, b"three")
+        ticks_before = len(ticks)
+        size, _ = queue.get_into(buffer)  # blocks too, and yields
+        third = bytes(buffer[:size])
         gevent.joinall([tick, produce], timeout=5)
-        print(first.decode(), second.decode(), ticks_while_blocked >= 5, produce.successful())
+        print(first.decode(), second.decode(), third.decode(), ticks_while_blocked >= 5,
+              len(ticks) > ticks_before, produce.successful())
         queue.close()
     """)
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
-    assert result.stdout.split() == ["one", "two", "True", "True"], result.stderr
+    assert result.stdout.split() == ["one", "two", "three", "True", "True", "True"], result.stderr
 
 
 def test_gevent_timeouts_are_honoured(queue_name: str) -> None:
