@@ -3,10 +3,17 @@
 Also reachable as ``python -m baseplate.cli``, and in the seed's older form
 ``python -m baseplate.message_queue --read|--write|--create QUEUE``.
 
-Exit codes: 0 success, 1 a runtime failure (said on stderr in a line or
-two), 2 a usage error such as a bad queue name, 130 on Ctrl-C, 143 on
-SIGTERM, 141 when the reader of our output went away (a closed pipe).
-No Python traceback is ever shown.
+Exit codes (:data:`EXIT_CODES`): 0 success; 1 a failure, said on stderr in a
+line or two; 2 a usage error such as a bad queue name; 3 ``read --count N``
+got fewer than N messages before its timeout; 74 standard input or output
+failed (closed, full device...); 130 on SIGINT (Ctrl-C); 141 when the reader
+of our output went away; 143 on SIGTERM. No Python traceback is ever shown.
+
+``read`` and ``write`` never lose a message to a signal: SIGINT and SIGTERM
+only mark that the command must stop (:class:`_Stopping`), and it stops where
+every message taken from the queue has been written out whole, or put back.
+All their waits (for the queue, for standard input, for room in standard
+output) are ``poll`` calls that a signal ends.
 
 The library is imported only by the commands that use it, so ``--help``
 starts fast.
@@ -14,14 +21,22 @@ starts fast.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import functools
 import json
+import math
 import os
+import re
 import select
 import signal
+import socket
+import stat
 import sys
+import termios
 import time
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, TypeVar
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, TypeVar
 
 import click
 
@@ -29,9 +44,24 @@ if TYPE_CHECKING:  # pragma: no cover
     from baseplate.message_queue import Message, MessageQueue
 
 EXIT_FAILURE = 1
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+EXIT_USAGE = 2
+EXIT_SHORT_READ = 3
+EXIT_IO_ERROR = 74  # EX_IOERR of sysexits.h
 EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 EXIT_TERMINATED = 128 + signal.SIGTERM
+
+#: What each exit status means (the docs show this table).
+EXIT_CODES: Dict[int, str] = {
+    0: "success",
+    EXIT_FAILURE: "a failure, said on stderr",
+    EXIT_USAGE: "a usage error: a bad option, value or queue name",
+    EXIT_SHORT_READ: "read --count N got fewer than N messages before its --timeout",
+    EXIT_IO_ERROR: "standard input or output is closed or failed (a full device...)",
+    EXIT_INTERRUPTED: "stopped by SIGINT (Ctrl-C)",
+    EXIT_BROKEN_PIPE: "the reader of the output went away",
+    EXIT_TERMINATED: "stopped by SIGTERM",
+}
 
 #: Most messages taken from the queue per call while reading.
 READ_BATCH = 1024
@@ -39,20 +69,39 @@ READ_BATCH = 1024
 OUTPUT_BUFFER = 64 * 1024
 #: Input is read in chunks of this size.
 INPUT_CHUNK = 64 * 1024
-#: While waiting for messages, how often ``read`` checks that its output is still read.
-OUTPUT_CHECK = 0.5
-#: How long a reader whose output failed waits to put a message back.
-PUT_BACK_TIMEOUT = 5.0
+#: Before sleeping while the reader catches up, yield the CPU to it this many times.
+YIELDS_FOR_READER = 200
+#: By default, on a pipe or socket, how many messages may be taken from the
+#: queue and not yet read by the reader: all that can be lost if it quits.
+DEFAULT_IN_FLIGHT = 1
+#: After a signal or an output error, putting messages back waits this long in all.
+PUT_BACK_BUDGET = 3.0
+#: After a signal, how long the messages in hand may take to be written out.
+FINISH_BUDGET = 2.0
+#: How long ``write`` waits for room before saying (on a terminal) that the queue is full.
+FULL_NOTICE_AFTER = 1.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Terminated(BaseException):
-    """Raised by our SIGTERM handler, so that clean-up runs before exiting 143."""
+    """Raised by our SIGTERM handler outside read/write, so that clean-up runs."""
 
 
 class CommandFailed(Exception):
-    """A failure to report on stderr, with exit status 1."""
+    """A failure to report on stderr, with its exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Stopped(BaseException):
+    """Raised where read/write can stop safely after SIGINT or SIGTERM."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -63,11 +112,8 @@ def _fail(message: str) -> None:
     click.echo(f"baseplate-mq: error: {message}", err=True)
 
 
-def _error_text(error: BaseException) -> str:
-    """The library's message, without OSError's "[Errno N]" prefix."""
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return str(error)
+def _note(message: str) -> None:
+    click.echo(f"baseplate-mq: {message}", err=True)
 
 
 def _reports_errors(command: F) -> F:
@@ -79,12 +125,17 @@ def _reports_errors(command: F) -> F:
 
         try:
             return command(*args, **kwargs)
-        except (MessageQueueError, CommandFailed) as error:
-            _fail(_error_text(error))
+        except MessageQueueError as error:
+            _fail(_cli_words(error, click.get_current_context()))
             sys.exit(EXIT_FAILURE)
+        except CommandFailed as error:
+            _fail(str(error))
+            sys.exit(error.status)
         except BrokenPipeError:
             _silence_stdout()
             sys.exit(EXIT_BROKEN_PIPE)
+        except _Stopped as stop:
+            sys.exit(128 + stop.signum)
         except KeyboardInterrupt:
             sys.exit(EXIT_INTERRUPTED)
         except Terminated:
@@ -95,9 +146,57 @@ def _reports_errors(command: F) -> F:
 
 def _silence_stdout() -> None:
     """After a broken pipe, keep the interpreter's final flush from complaining."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------
+# The library's words, as a CLI user needs them
+
+
+def _cli_words(error: BaseException, ctx: Optional[click.Context]) -> str:
+    """The library's message for ``error``, in terms of this command's options."""
+    from baseplate.message_queue import (
+        QueueExistsError,
+        QueueNotFoundError,
+    )
+
+    command = ctx.info_name if ctx is not None else None
+    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    if isinstance(error, QueueNotFoundError):
+        queue = _quoted_queue(text)
+        if command == "unlink":
+            return f"queue {queue} does not exist (-f ignores that)"
+        if command in ("read", "write", "load"):
+            return (
+                f"queue {queue} does not exist: create it with 'baseplate-mq create {queue}', "
+                "or drop --no-create"
+            )
+        return f"queue {queue} does not exist: create it with 'baseplate-mq create {queue}'"
+    if isinstance(error, QueueExistsError):
+        return f"queue {_quoted_queue(text)} already exists (--exclusive refuses an existing one)"
+    # Parameter names become the options that set them.
+    for name, option in (
+        ("max_messages", "--max-messages"),
+        ("max_message_size", "--max-message-size"),
+        ("priority", "--priority"),
+    ):
+        text = re.sub(rf"\b{name}=(\d+)", rf"{option} \1", text)
+    return text
+
+
+def _quoted_queue(text: str) -> str:
+    """The queue name the library put in quotes in its message."""
+    found = re.search(r"queue '([^']*)'", text)
+    return found.group(1) if found else "?"
+
+
+# --------------------------------------------------------------------------
+# Option types
 
 
 class QueueNameType(click.ParamType):  # type: ignore[type-arg]  # generic in click 8.2+
@@ -127,7 +226,8 @@ class ModeType(click.ParamType):  # type: ignore[type-arg]
     ) -> int:
         if isinstance(value, int):
             return value
-        text = str(value).lower().removeprefix("0o")
+        text = str(value).lower()
+        text = text[2:] if text.startswith("0o") else text
         try:
             mode = int(text, 8)
         except ValueError:
@@ -137,11 +237,45 @@ class ModeType(click.ParamType):  # type: ignore[type-arg]
         return mode
 
 
+class SecondsType(click.ParamType):  # type: ignore[type-arg]
+    """A number of seconds: finite and not negative (NaN and infinity are refused)."""
+
+    name = "SECONDS"
+
+    def convert(
+        self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]
+    ) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds < 0:
+            self.fail(
+                f"{value!r} is not a number of seconds: give 0 or more (leave the option out "
+                "to wait as long as it takes)",
+                param,
+                ctx,
+            )
+        if seconds > 1e9:
+            self.fail(f"{value!r} seconds is too long: leave the option out instead", param, ctx)
+        return seconds
+
+
 QUEUE = QueueNameType()
+SECONDS = SecondsType()
 
 
 def _size_options(command: F) -> F:
-    """--max-messages and --max-message-size, used when a queue is created."""
+    """--max-messages, --max-message-size and --mode, used when a queue is created."""
+    command = click.option(
+        "-m",
+        "--mode",
+        type=ModeType(),
+        default="600",
+        show_default=True,
+        help="Permission bits in octal if the queue is created (the umask applies); "
+        "660 shares it with the group.",
+    )(command)
     command = click.option(
         "--max-message-size",
         type=click.IntRange(min=1),
@@ -164,144 +298,482 @@ def _delimiter(null: bool) -> bytes:
 
 
 # --------------------------------------------------------------------------
-# The work behind the subcommands
+# Signals and waiting
+
+
+class _Stopping:
+    """SIGINT and SIGTERM while read/write may hold messages.
+
+    The handlers only note the signal (and, through :func:`signal.set_wakeup_fd`,
+    wake any ``poll``); the loops call :meth:`check` where stopping loses
+    nothing. Raising from a handler would not be safe: it runs between any
+    two bytecodes, for instance after the library returned a batch of
+    messages and before the caller had it.
+    """
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self.count = 0
+        self._wake_read = self._wake_write = -1
+        self._previous: Dict[int, Any] = {}
+        self._previous_wakeup = -1
+
+    def __enter__(self) -> _Stopping:
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._previous_wakeup = signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(self._previous_wakeup)
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.signum is None:
+            self.signum = signum
+
+    def check(self) -> None:
+        """Stop here, if a signal came."""
+        if self.signum is not None:
+            raise _Stopped(self.signum)
+
+    def poll(self, watched: List[tuple[int, int]], timeout: Optional[float]) -> Dict[int, int]:
+        """Wait for ``(fd, events)`` (events 0: only errors and hang-ups), a
+        signal, or ``timeout`` seconds; return the events of the ready fds."""
+        poller = select.poll()
+        for fd, events in watched:
+            poller.register(fd, events)
+        poller.register(self._wake_read, select.POLLIN)
+        ready = dict(poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))))
+        if ready.pop(self._wake_read, 0):
+            try:
+                while os.read(self._wake_read, 64):
+                    pass
+            except BlockingIOError:
+                pass
+        return ready
+
+
+def _check_stdio(fd: int, name: str) -> os.stat_result:
+    """fstat() of standard input or output, or the error for a closed one.
+
+    Checked before the queue is opened: a closed descriptor 0 or 1 would
+    otherwise be reused by the queue's own."""
+    try:
+        return os.fstat(fd)
+    except OSError:
+        raise CommandFailed(f"standard {name} is closed", EXIT_IO_ERROR) from None
+
+
+def _unread_bytes(fd: int, request: int) -> int:
+    """What the reader has not read yet: FIONREAD (a pipe), TIOCOUTQ (a socket)."""
+    count = array.array("i", [0])
+    fcntl.ioctl(fd, request, count, True)
+    return count[0]
+
+
+# --------------------------------------------------------------------------
+# read
 
 
 class _Output:
-    """Buffered output of messages that puts back what it could not write."""
+    """Standard output for ``read``: batched, never blocking, and bounded in loss.
 
-    def __init__(self, queue: MessageQueue, fd: int, delimiter: bytes) -> None:
-        self.queue = queue
+    Messages taken from the queue wait in ``pending`` until written out
+    whole. On a pipe or a socket, at most ``in_flight`` messages may be
+    taken and not yet read by the reader (:meth:`room`), since those are
+    lost if it quits; what it has read comes from FIONREAD (the bytes still
+    in a pipe) or TIOCOUTQ (a socket's unread data). Writes never block: the
+    output is reopened non-blocking where it is a pipe or terminal (a
+    description of our own, so the shared one keeps its flags), sent with
+    MSG_DONTWAIT on a socket, and otherwise retried after ``poll`` on
+    EAGAIN. So a signal can always end a wait for the reader.
+    """
+
+    def __init__(self, fd: int, delimiter: bytes, in_flight: int, stopping: _Stopping) -> None:
+        mode = _check_stdio(fd, "output").st_mode
         self.fd = fd
         self.delimiter = delimiter
+        self.stopping = stopping
         self.pending: List[Message] = []
         self.pending_bytes = 0
+        self.is_pipe = stat.S_ISFIFO(mode)
+        self.is_socket = stat.S_ISSOCK(mode)
+        self.limit = in_flight if self.is_pipe or self.is_socket else None
+        self._unread_request = termios.FIONREAD if self.is_pipe else termios.TIOCOUTQ
+        self.written = 0  # bytes written out in all
+        self.read_by_reader = 0  # of which the reader has read at least this many
+        self.unread_ends: Deque[int] = deque()  # where the unread messages' lines end
+        self.write_fd = fd
+        self.socket: Optional[socket.socket] = None
+        if self.is_socket:
+            self.socket = socket.socket(fileno=os.dup(fd))
+        elif self.is_pipe or os.isatty(fd):
+            try:
+                self.write_fd = os.open(
+                    f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
+                )
+            except OSError:  # no /proc, or the reader is gone already: write as is
+                pass
+        # The line being written: its bytes, and how far they have gone.
+        self.chunk = memoryview(b"")
+        self.chunk_ends: List[int] = []
+        self.offset = 0
+
+    def close(self) -> None:
+        if self.write_fd != self.fd:
+            os.close(self.write_fd)
+        if self.socket is not None:
+            self.socket.close()
+
+    # -- bounded loss ---------------------------------------------------------
+
+    def room(self) -> Optional[int]:
+        """How many more messages may be taken now: None for any number."""
+        if self.limit is None:
+            return None
+        return max(0, self.limit - len(self.pending) - self.in_flight())
+
+    def in_flight(self) -> int:
+        """Messages written out that the reader may not have read yet."""
+        if self.unread_ends:
+            unread = _unread_bytes(self.fd, self._unread_request)
+            if self.is_pipe:
+                self.read_by_reader = self.written - unread
+            elif unread == 0:  # a socket counts buffers, not bytes: all or nothing
+                self.read_by_reader = self.written
+            while self.unread_ends and self.unread_ends[0] <= self.read_by_reader:
+                self.unread_ends.popleft()
+        return len(self.unread_ends)
+
+    def wait_for_reader(self) -> None:
+        """Flush, then wait until the reader has read enough to take more."""
+        self.flush()
+        pause, yields = 0.0, 0
+        while self.room() == 0:
+            self.stopping.check()
+            if yields < YIELDS_FOR_READER:  # it is usually quick: let it run
+                yields += 1
+                os.sched_yield()
+                continue
+            ready = self.stopping.poll([(self.fd, 0)], pause)
+            if ready.get(self.fd, 0) & (select.POLLERR | select.POLLHUP):
+                raise BrokenPipeError()
+            pause = min(0.02, pause * 2 or 0.001)
+
+    # -- writing ----------------------------------------------------------------
 
     def add(self, messages: List[Message]) -> None:
         self.pending += messages
         self.pending_bytes += sum(map(len, messages)) + len(messages)
-        if self.pending_bytes >= OUTPUT_BUFFER:
+        if self.limit is not None or self.pending_bytes >= OUTPUT_BUFFER:
             self.flush()
 
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        delimiter = self.delimiter
-        data = memoryview(delimiter.join(self.pending) + delimiter)
-        written = 0
+    def flush(self, budget: Optional[float] = None, signals: int = 0) -> None:
+        """Write every pending message out. With ``budget`` (after a signal),
+        give up after that many seconds, or once more than ``signals`` signals
+        came; the messages not written out whole stay in ``pending``, to be
+        put back."""
+        if not self.chunk and self.pending:
+            ends, end = [], 0
+            for message in self.pending:
+                end += len(message) + 1
+                ends.append(end)
+            self.chunk = memoryview(self.delimiter.join(self.pending) + self.delimiter)
+            self.chunk_ends, self.offset = ends, 0
+        give_up = None if budget is None else time.monotonic() + budget
+        while self.offset < len(self.chunk):
+            if give_up is None:
+                self.stopping.check()
+            elif time.monotonic() >= give_up or self.stopping.count > signals:
+                return
+            written = self._write(self.chunk[self.offset :])
+            if written:
+                self.offset += written
+                self._account()
+                continue
+            wait = None if give_up is None else max(0.0, give_up - time.monotonic())
+            ready = self.stopping.poll([(self.fd, select.POLLOUT)], wait)
+            if ready.get(self.fd, 0) & select.POLLERR:
+                raise BrokenPipeError()
+        self.chunk, self.chunk_ends, self.offset = memoryview(b""), [], 0
+
+    def _write(self, data: memoryview) -> int:
+        """Write what fits without blocking: the count, 0 when full."""
         try:
-            while written < len(data):
-                written += os.write(self.fd, data[written:])
-        except BaseException:
-            self._put_back(written)
-            raise
-        self.pending = []
-        self.pending_bytes = 0
+            if self.socket is not None:
+                return self.socket.send(data, socket.MSG_DONTWAIT)
+            return os.write(self.write_fd, data)
+        except BlockingIOError:
+            return 0
+        except (BrokenPipeError, ConnectionResetError):
+            raise BrokenPipeError() from None
+        except OSError as error:
+            raise CommandFailed(
+                f"cannot write to standard output: {error.strerror}; the messages not "
+                "written out were put back on the queue",
+                EXIT_IO_ERROR,
+            ) from None
 
-    def _put_back(self, written: int) -> None:
-        """Return to the queue every message not wholly written out."""
-        from baseplate.message_queue import MessageQueueError
+    def _lines_done(self) -> int:
+        """How many of the chunk's lines have been written out whole."""
+        done = 0
+        while done < len(self.chunk_ends) and self.chunk_ends[done] <= self.offset:
+            done += 1
+        return done
 
-        end = 0
-        unwritten = []
-        for message in self.pending:
-            end += len(message) + 1
-            if end > written:
-                unwritten.append(message)
-        self.pending = []
-        lost = 0
-        for message in unwritten:
-            try:
-                self.queue.put(message, timeout=PUT_BACK_TIMEOUT, priority=message.priority)
-            except MessageQueueError:
-                lost += 1
-        if lost:
-            _fail(f"{lost} message(s) taken from the queue could not be written out or put back")
+    def _account(self) -> None:
+        """Lines written whole: their messages leave ``pending``."""
+        done = self._lines_done()
+        if not done:
+            return
+        base = self.written
+        if self.limit is not None:
+            self.unread_ends.extend(base + end for end in self.chunk_ends[:done])
+        written = self.chunk_ends[done - 1]
+        self.written += written
+        self.pending_bytes -= written
+        del self.pending[:done]
+        self.chunk_ends = [end - written for end in self.chunk_ends[done:]]
+        self.chunk = self.chunk[written:]
+        self.offset -= written
+
+    def unwritten(self) -> List[Message]:
+        """Messages taken but not written out whole (a partly written line's included)."""
+        return list(self.pending)
 
 
 def consume(
-    queue: MessageQueue, count: Optional[int], timeout: Optional[float], delimiter: bytes
+    queue: MessageQueue,
+    count: Optional[int],
+    timeout: Optional[float],
+    delimiter: bytes,
+    in_flight: int,
+    stopping: _Stopping,
 ) -> int:
-    """Write messages from ``queue`` to stdout until ``count`` or ``timeout``; return the count."""
-    from baseplate.message_queue import TimedOutError
+    """Write messages from ``queue`` to stdout until ``count`` or ``timeout``; return the count.
 
-    output = _Output(queue, sys.stdout.fileno(), delimiter)
-    taken = 0
-    drained = False  # did the last batch empty the queue?
-    try:
-        while count is None or taken < count:
-            want = READ_BATCH if count is None else min(READ_BATCH, count - taken)
-            if drained:
-                output.flush()  # about to wait: show what we have
-                messages = _wait_for_messages(queue, want, timeout, output.fd)
-                if not messages:
-                    break
-            else:
-                try:
-                    messages = queue.get_many(want, timeout=0)
-                except TimedOutError:
-                    drained = True
-                    continue
-            output.add(messages)
-            taken += len(messages)
-            drained = len(messages) < want
-    finally:
-        output.flush()
-    return taken
-
-
-def _wait_for_messages(
-    queue: MessageQueue, want: int, timeout: Optional[float], output_fd: int
-) -> List[Message]:
-    """Wait for the next messages, the kernel doing the waiting; return [] once
-    ``timeout`` seconds pass without one.
-
-    Every OUTPUT_CHECK seconds of silence, check that someone still reads our
-    output, so that ``read | head -1`` ends soon after head does.
+    Every message taken is written out whole or put back, whatever happens:
+    a signal, a reader that quits (except up to ``in_flight`` messages it had
+    not read yet, on a pipe or socket), or an output error.
     """
     from baseplate.message_queue import TimedOutError
 
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        wait = OUTPUT_CHECK
-        if deadline is not None:
-            wait = min(wait, max(0.0, deadline - time.monotonic()))
+    output = _Output(1, delimiter, in_flight, stopping)
+    taken = 0
+    silent_since: Optional[float] = None  # when the queue was last found empty
+    try:
+        while count is None or taken < count:
+            stopping.check()
+            room = output.room()
+            if room == 0:
+                output.wait_for_reader()
+                continue
+            want = READ_BATCH if count is None else min(READ_BATCH, count - taken)
+            want = want if room is None else min(want, room)
+            try:
+                messages = queue.get_many(want, timeout=0)
+            except TimedOutError:
+                output.flush()  # about to wait: show what we have
+                silent_since = silent_since or time.monotonic()
+                wait = None if timeout is None else silent_since + timeout - time.monotonic()
+                if wait is not None and wait <= 0:
+                    break
+                _wait_for_queue(queue, output, select.POLLIN, wait)
+                continue
+            silent_since = None
+            taken += len(messages)
+            output.add(messages)
+        output.flush()
+    except BaseException as error:
+        _give_back(queue, output, stopping, error)
+        raise
+    finally:
+        output.close()
+    return taken
+
+
+def _wait_for_queue(
+    queue: MessageQueue, output: _Output, events: int, wait: Optional[float]
+) -> None:
+    """Wait until the queue is readable, the reader quits, a signal, or ``wait`` seconds."""
+    ready = output.stopping.poll([(queue.fileno(), events), (output.fd, 0)], wait)
+    if ready.get(output.fd, 0) & (select.POLLERR | select.POLLHUP):
+        raise BrokenPipeError()
+
+
+def _give_back(
+    queue: MessageQueue, output: _Output, stopping: _Stopping, error: BaseException
+) -> None:
+    """After ``error``: if a signal stopped us, write out what we hold, for
+    FINISH_BUDGET seconds at most; then put every message not written out
+    whole back on the queue."""
+    # The signal that stopped us is expected; one more stops the clean-up.
+    signals = 1 if isinstance(error, _Stopped) else stopping.count
+    if isinstance(error, _Stopped):
         try:
-            return queue.get_many(want, timeout=wait)
-        except TimedOutError:
+            output.flush(budget=FINISH_BUDGET, signals=signals)
+        except (OSError, CommandFailed):
             pass
-        if _reader_is_gone(output_fd):
-            raise BrokenPipeError()
-        if deadline is not None and time.monotonic() >= deadline:
-            return []
+    unwritten = output.unwritten()
+    output.pending = []
+    if unwritten:
+        _put_back(queue, unwritten, stopping, signals)
 
 
-def _reader_is_gone(fd: int) -> bool:
-    """True when ``fd`` is a pipe or socket whose other end was closed."""
-    poller = select.poll()
-    poller.register(fd, 0)  # errors and hang-ups are always reported
-    return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+def _put_back(
+    queue: MessageQueue, messages: List[Message], stopping: _Stopping, signals: int
+) -> None:
+    """Return ``messages`` to the queue (at the back of their priority), waiting
+    for room at most PUT_BACK_BUDGET seconds in all; more than ``signals``
+    signals stop it. Says on stderr what could not be put back."""
+    from baseplate.message_queue import MessageQueueError, TimedOutError
+
+    give_up = time.monotonic() + PUT_BACK_BUDGET
+    put = 0
+    try:
+        while put < len(messages) and stopping.count <= signals:
+            message = messages[put]
+            try:
+                queue.put(message, timeout=0, priority=message.priority)
+                put += 1
+                continue
+            except TimedOutError:
+                pass
+            left = give_up - time.monotonic()
+            if left <= 0:
+                break
+            stopping.poll([(queue.fileno(), select.POLLOUT)], left)
+    except MessageQueueError:
+        pass
+    lost = len(messages) - put
+    if lost:
+        why = "a further signal stopped" if stopping.count > signals else "no room for"
+        _fail(
+            f"{lost} message(s) taken from the queue were neither written out nor put back "
+            f"({why} putting them back); {put} were put back"
+        )
 
 
-def produce(queue: MessageQueue, priority: int, timeout: Optional[float], delimiter: bytes) -> int:
+# --------------------------------------------------------------------------
+# write
+
+
+class _Input:
+    """Standard input for ``write``: reads that a signal can always end."""
+
+    def __init__(self, fd: int, stopping: _Stopping) -> None:
+        _check_stdio(fd, "input")
+        self.fd = fd
+        self.stopping = stopping
+
+    def read(self, size: int) -> bytes:
+        while True:
+            self.stopping.check()
+            self.stopping.poll([(self.fd, select.POLLIN)], None)
+            self.stopping.check()
+            try:
+                return os.read(self.fd, size)
+            except BlockingIOError:
+                continue  # a parent made it non-blocking: wait again
+            except OSError as error:
+                raise CommandFailed(
+                    f"cannot read standard input: {error.strerror}", EXIT_IO_ERROR
+                ) from None
+
+
+def produce(
+    queue: MessageQueue,
+    priority: int,
+    timeout: Optional[float],
+    delimiter: bytes,
+    stopping: _Stopping,
+) -> int:
     """Send stdin to ``queue``, a message per delimited line, streaming; return the count."""
-    fd = sys.stdin.fileno()
+    source = _Input(0, stopping)
+    sender = _Sender(queue, priority, timeout, stopping)
     limit = queue.max_message_size
-    sent = 0
     partial = b""
-    while True:
-        chunk = os.read(fd, INPUT_CHUNK)
-        if not chunk:
-            break
-        lines = (partial + chunk if partial else chunk).split(delimiter)
-        partial = lines.pop()
-        if lines:
-            sent += _send_lines(queue, lines, priority, timeout, sent)
-        if len(partial) > limit:  # it can only grow: no need to read it all
-            _too_long(sent + 1, len(partial), limit, more=True)
-    if partial:
-        sent += _send_lines(queue, [partial], priority, timeout, sent)
-    return sent
+    try:
+        while True:
+            chunk = source.read(INPUT_CHUNK)
+            if not chunk:
+                break
+            lines = (partial + chunk if partial else chunk).split(delimiter)
+            partial = lines.pop()
+            if lines:
+                sender.send(lines)
+            if len(partial) > limit:  # it can only grow: no need to read it all
+                _too_long(sender.sent + 1, len(partial), limit, more=True)
+        if partial:
+            sender.send([partial])
+    except _Stopped:
+        _note(f"interrupted: {sender.sent} line(s) were sent; the rest of the input was not")
+        raise
+    return sender.sent
+
+
+class _Sender:
+    """Sends lines in batches, waiting for room with ``poll`` (so that a
+    signal can end the wait), and counts exactly what went out."""
+
+    def __init__(
+        self, queue: MessageQueue, priority: int, timeout: Optional[float], stopping: _Stopping
+    ) -> None:
+        self.queue = queue
+        self.priority = priority
+        self.timeout = timeout
+        self.stopping = stopping
+        self.sent = 0
+        self.told_full = False
+
+    def send(self, lines: List[bytes]) -> None:
+        from baseplate.message_queue import MessageTooLargeError, TimedOutError
+
+        waiting_since: Optional[float] = None
+        while lines:
+            self.stopping.check()
+            try:
+                self.sent += self.queue.put_many(lines, timeout=0, priority=self.priority)
+                return
+            except MessageTooLargeError as error:
+                index = error.index or 0
+                if index:
+                    self.send(lines[:index])
+                _too_long(self.sent + 1, error.size, error.max_message_size)
+            except TimedOutError as error:  # full: some may have gone out
+                self.sent += error.sent
+                lines = lines[error.sent :]
+                if error.sent:
+                    waiting_since = None
+            now = time.monotonic()
+            waiting_since = waiting_since or now
+            if self.timeout is not None and now - waiting_since >= self.timeout:
+                raise CommandFailed(
+                    f"timed out after {self.timeout:g} s waiting for room in queue "
+                    f"{self.queue.name}; {self.sent} line(s) were sent"
+                )
+            if not self.told_full and now - waiting_since >= FULL_NOTICE_AFTER:
+                self._tell_full()
+            wait = FULL_NOTICE_AFTER if not self.told_full else None
+            if self.timeout is not None:
+                left = waiting_since + self.timeout - now
+                wait = left if wait is None else min(wait, left)
+            self.stopping.poll([(self.queue.fileno(), select.POLLOUT)], wait)
+
+    def _tell_full(self) -> None:
+        self.told_full = True
+        if sys.stderr is not None and sys.stderr.isatty():
+            depth = self.queue.max_messages
+            _note(
+                f"queue {self.queue.name} is full ({self.queue.current_messages} of {depth} "
+                "messages): waiting for a reader to take some (Ctrl-C stops)"
+            )
 
 
 def _too_long(line: int, size: int, limit: int, more: bool = False) -> None:
@@ -312,43 +784,50 @@ def _too_long(line: int, size: int, limit: int, more: bool = False) -> None:
     )
 
 
-def _send_lines(
-    queue: MessageQueue, lines: List[bytes], priority: int, timeout: Optional[float], sent: int
-) -> int:
-    from baseplate.message_queue import MessageTooLargeError, TimedOutError
+# --------------------------------------------------------------------------
+# Opening
 
-    try:
-        return queue.put_many(lines, timeout=timeout, priority=priority)
-    except MessageTooLargeError as error:
-        index = error.index or 0
-        if index:
-            queue.put_many(lines[:index], timeout=timeout, priority=priority)
-        _too_long(sent + index + 1, error.size, error.max_message_size)
-    except TimedOutError as error:
-        raise CommandFailed(
-            f"timed out after {timeout} s waiting for room in the queue; "
-            f"{sent + error.sent} line(s) were sent"
-        ) from None
-    except (KeyboardInterrupt, Terminated) as error:
-        # put_many does not say how far it got when interrupted; the queue does not either.
-        click.echo(f"baseplate-mq: interrupted after sending at least {sent} line(s)", err=True)
-        raise error
-    raise AssertionError("unreachable")  # pragma: no cover
+
+def _effective_mode(mode: int) -> int:
+    """``mode`` as a queue created now would get it: the umask removed."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
 
 
 def _open(
     name: str,
     max_messages: int,
     max_message_size: int,
-    create: bool = True,
-    mode: int = 0o644,
-    exclusive: bool = False,
-) -> MessageQueue:
-    from baseplate.message_queue import MessageQueue
+    create: bool,
+    mode: int,
+    announce: bool = True,
+) -> tuple[MessageQueue, bool]:
+    """Open queue ``name``, creating it if asked and missing; also say whether
+    this call created it (then, with ``announce``, one line on stderr says so)."""
+    from baseplate.message_queue import MessageQueue, QueueExistsError, QueueNotFoundError
 
-    return MessageQueue(
-        name, max_messages, max_message_size, mode=mode, create=create, exclusive=exclusive
-    )
+    while True:
+        if create:
+            try:
+                queue = MessageQueue(
+                    name, max_messages, max_message_size, mode=mode, exclusive=True
+                )
+            except QueueExistsError:
+                pass
+            else:
+                if announce:
+                    _note(
+                        f"created queue {name}: max_messages={queue.max_messages} "
+                        f"max_message_size={queue.max_message_size} mode={queue.mode:04o}"
+                    )
+                return queue, True
+        try:
+            return MessageQueue(name, create=False), False
+        except QueueNotFoundError:
+            if not create:
+                raise
+            # Unlinked between the two calls: create it after all.
 
 
 # --------------------------------------------------------------------------
@@ -360,7 +839,10 @@ def _open(
 def cli() -> None:
     """Read, write and inspect POSIX message queues.
 
-    Example: echo hello | baseplate-mq write /demo && baseplate-mq read /demo --count 1
+    \b
+    Example:
+        echo hello | baseplate-mq write /demo
+        baseplate-mq read /demo --count 1
     """
 
 
@@ -370,16 +852,25 @@ def cli() -> None:
 @click.option(
     "-t",
     "--timeout",
-    type=click.FloatRange(min=0),
-    help="Exit (status 0) once the queue has been empty for this many seconds.",
+    type=SECONDS,
+    help="Stop once the queue has been empty for this many seconds (status 0; "
+    f"{EXIT_SHORT_READ} if --count was not reached).",
 )
 @click.option("-0", "--null", is_flag=True, help="End each message with NUL, not newline.")
+@click.option(
+    "--in-flight",
+    type=click.IntRange(min=1),
+    default=DEFAULT_IN_FLIGHT,
+    show_default=True,
+    help="On a pipe or socket, take at most N messages the reader has not read yet: "
+    "all that can be lost if it quits. Larger is faster.",
+)
 @_size_options
 @click.option(
     "--create/--no-create",
     default=True,
     show_default=True,
-    help="Create the queue if it does not exist.",
+    help="Create the queue if it does not exist (and say so on stderr).",
 )
 @_reports_errors
 def read(
@@ -387,19 +878,34 @@ def read(
     count: Optional[int],
     timeout: Optional[float],
     null: bool,
+    in_flight: int,
     max_messages: int,
     max_message_size: int,
+    mode: int,
     create: bool,
 ) -> None:
     """Print messages from QUEUE as they arrive, one per line.
 
-    Messages are written as raw bytes. Messages taken from the queue that
-    cannot be written out (closed pipe, Ctrl-C) are put back.
+    Messages are written as raw bytes. A message taken from the queue is
+    written out whole or put back, whatever stops the command; only on a
+    pipe or socket whose reader quits can up to --in-flight messages it had
+    not read be lost. Use --count N to take exactly N.
 
-    Example: baseplate-mq read /events --count 10 --timeout 5
+    \b
+    Example:
+        baseplate-mq read /events --count 10 --timeout 5
     """
-    with _open(queue, max_messages, max_message_size, create) as opened:
-        consume(opened, count, timeout, _delimiter(null))
+    _check_stdio(1, "output")
+    with _Stopping() as stopping:
+        opened, _ = _open(queue, max_messages, max_message_size, create, mode)
+        with opened:
+            got = consume(opened, count, timeout, _delimiter(null), in_flight, stopping)
+        stopping.check()  # a signal at the very end still says so
+    if count is not None and got < count:
+        raise CommandFailed(
+            f"got {got} of {count} messages before the {timeout:g} s timeout",
+            EXIT_SHORT_READ,
+        )
 
 
 @cli.command()
@@ -415,7 +921,7 @@ def read(
 @click.option(
     "-t",
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=SECONDS,
     help="Fail if a message cannot be sent within this many seconds (queue full).",
 )
 @click.option("-0", "--null", is_flag=True, help="Input is NUL-delimited, not newline-delimited.")
@@ -424,7 +930,7 @@ def read(
     "--create/--no-create",
     default=True,
     show_default=True,
-    help="Create the queue if it does not exist.",
+    help="Create the queue if it does not exist (and say so on stderr).",
 )
 @_reports_errors
 def write(
@@ -434,44 +940,74 @@ def write(
     null: bool,
     max_messages: int,
     max_message_size: int,
+    mode: int,
     create: bool,
 ) -> None:
     """Send each line of standard input to QUEUE as a message.
 
     The line ending is not sent; an empty line is an empty message. Waits
-    while the queue is full.
+    while the queue is full (and says so after a second, on a terminal).
 
-    Example: printf 'one\\ntwo\\n' | baseplate-mq write /events --priority 3
+    \b
+    Example:
+        printf 'one\\ntwo\\n' | baseplate-mq write /events --priority 3
     """
-    with _open(queue, max_messages, max_message_size, create) as opened:
-        produce(opened, priority, timeout, _delimiter(null))
+    _check_stdio(0, "input")
+    with _Stopping() as stopping:
+        opened, _ = _open(queue, max_messages, max_message_size, create, mode)
+        with opened:
+            produce(opened, priority, timeout, _delimiter(null), stopping)
+        stopping.check()
 
 
 @cli.command()
 @click.argument("queue", type=QUEUE)
 @_size_options
-@click.option(
-    "-m",
-    "--mode",
-    type=ModeType(),
-    default="644",
-    show_default=True,
-    help="Permission bits in octal (the umask applies); 600 keeps other users out.",
-)
 @click.option("--exclusive", is_flag=True, help="Fail if the queue already exists.")
 @_reports_errors
 def create(
     queue: str, max_messages: int, max_message_size: int, mode: int, exclusive: bool
 ) -> None:
-    """Create QUEUE (if missing) and print its sizes.
+    """Create QUEUE and print its sizes and mode.
 
-    Example: baseplate-mq create /events --max-messages 10 --mode 600
+    If QUEUE exists with the same sizes and mode, that is success too; with
+    others, it fails and says how to re-create it.
+
+    \b
+    Example:
+        baseplate-mq create /events --max-messages 10 --mode 600
     """
-    with _open(queue, max_messages, max_message_size, True, mode, exclusive) as opened:
+    from baseplate.message_queue import MessageQueue
+
+    if exclusive:
+        opened = MessageQueue(queue, max_messages, max_message_size, mode=mode, exclusive=True)
+    else:
+        opened, created = _open(queue, max_messages, max_message_size, True, mode, False)
+        if not created:
+            _check_same(opened, max_messages, max_message_size, _effective_mode(mode))
+    with opened:
         click.echo(
             f"{opened.name}: max_messages={opened.max_messages} "
-            f"max_message_size={opened.max_message_size}"
+            f"max_message_size={opened.max_message_size} mode={opened.mode:04o}"
         )
+
+
+def _check_same(queue: MessageQueue, max_messages: int, max_message_size: int, mode: int) -> None:
+    """Fail unless the existing ``queue`` has the sizes and mode asked for."""
+    have = (queue.max_messages, queue.max_message_size, queue.mode)
+    if have == (max_messages, max_message_size, mode):
+        return
+    queue.close()
+
+    def described(sizes: tuple[int, int, int]) -> str:
+        return f"--max-messages {sizes[0]} --max-message-size {sizes[1]} --mode {sizes[2]:03o}"
+
+    raise CommandFailed(
+        f"queue {queue.name} already exists with {described(have)}, not "
+        f"{described((max_messages, max_message_size, mode))}. A queue's sizes and mode "
+        f"cannot change: to re-create it (its messages are lost), run "
+        f"'baseplate-mq unlink {queue.name}' and this command again"
+    )
 
 
 @cli.command()
@@ -481,7 +1017,9 @@ def create(
 def unlink(queue: str, force: bool) -> None:
     """Remove QUEUE. Processes that have it open keep it until they close it.
 
-    Example: baseplate-mq unlink /events
+    \b
+    Example:
+        baseplate-mq unlink /events
     """
     from baseplate.message_queue import QueueNotFoundError
     from baseplate.message_queue import unlink as unlink_queue
@@ -493,24 +1031,48 @@ def unlink(queue: str, force: bool) -> None:
             raise
 
 
+def _queue_facts(queue: MessageQueue) -> Dict[str, Any]:
+    """What ``info`` shows of an open queue."""
+    import grp
+    import pwd
+
+    mode, uid, gid = queue.mode, queue.uid, queue.gid
+    try:
+        owner: Optional[str] = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        owner = None
+    try:
+        group: Optional[str] = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = None
+    return {
+        "name": queue.name,
+        "max_messages": queue.max_messages,
+        "max_message_size": queue.max_message_size,
+        "current_messages": queue.current_messages,
+        "mode": f"{mode:04o}",
+        "owner": owner,
+        "uid": uid,
+        "group": group,
+        "gid": gid,
+    }
+
+
 @cli.command()
 @click.argument("queue", type=QUEUE)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @_reports_errors
 def info(queue: str, as_json: bool) -> None:
-    """Show the sizes of QUEUE and how many messages it holds (never creates it).
+    """Show the sizes, contents, mode and owner of QUEUE (never creates it).
 
-    Example: baseplate-mq info /events --json
+    \b
+    Example:
+        baseplate-mq info /events --json
     """
     from baseplate.message_queue import MessageQueue
 
     with MessageQueue(queue, create=False) as opened:
-        facts = {
-            "name": opened.name,
-            "max_messages": opened.max_messages,
-            "max_message_size": opened.max_message_size,
-            "current_messages": opened.current_messages,
-        }
+        facts = _queue_facts(opened)
     if as_json:
         click.echo(json.dumps(facts))
     else:
@@ -546,10 +1108,13 @@ def legacy(
     create_queue: Optional[str],
     max_messages: int,
     max_message_size: int,
+    mode: int,
 ) -> None:
     """Consume and print, or write, messages of a POSIX message queue.
 
-    Example: echo hello! | python -m baseplate.message_queue --write /queue
+    \b
+    Example:
+        echo hello! | python -m baseplate.message_queue --write /queue
     """
     chosen = [q for q in (read_queue, write_queue, create_queue) if q is not None]
     if len(chosen) != 1:
@@ -557,7 +1122,11 @@ def legacy(
     # The subcommands do the work; invoke() gives them their own defaults.
     command = read if read_queue is not None else write if write_queue is not None else create
     click.get_current_context().invoke(
-        command, queue=chosen[0], max_messages=max_messages, max_message_size=max_message_size
+        command,
+        queue=chosen[0],
+        max_messages=max_messages,
+        max_message_size=max_message_size,
+        mode=mode,
     )
 
 

@@ -69,7 +69,7 @@ def test_seed_syntax_write_then_read(queue_name: str) -> None:
 def test_seed_syntax_create_and_its_rules(queue_name: str) -> None:
     result = run([*SEED, "--create", queue_name, "--max-messages", "3", "--max-message-size", "64"])
     assert result.returncode == 0
-    assert result.stdout == f"{queue_name}: max_messages=3 max_message_size=64\n".encode()
+    assert result.stdout == f"{queue_name}: max_messages=3 max_message_size=64 mode=0600\n".encode()
     assert run(SEED).returncode == 2
     assert run([*SEED, "--read", queue_name, "--write", queue_name]).returncode == 2
     assert b"Example:" in run([*SEED, "--help"]).stdout
@@ -170,6 +170,11 @@ def test_sizes_are_used_when_creating(queue_name: str) -> None:
         "max_messages": 4,
         "max_message_size": 32,
         "current_messages": 1,
+        "mode": "0600",
+        "owner": "root",
+        "uid": 0,
+        "group": "root",
+        "gid": 0,
     }
 
 
@@ -262,7 +267,14 @@ def test_ctrl_c_on_a_blocked_read_exits_130_quietly(queue_name: str) -> None:
     time.sleep(0.5)
     reader.send_signal(signal.SIGINT)
     assert reader.wait(timeout=10) == 130
-    assert reader.stderr is not None and reader.stderr.read() == b""
+    assert reader.stderr is not None
+    assert (
+        reader.stderr.read()
+        == (
+            f"baseplate-mq: created queue {queue_name}: max_messages=10 "
+            "max_message_size=8192 mode=0600\n"
+        ).encode()
+    )
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -280,7 +292,7 @@ def test_signal_during_a_blocked_write_exits_and_reports(
     writer.send_signal(signum)
     assert writer.wait(timeout=10) == code
     stderr = writer.stderr.read()
-    assert b"interrupted after sending" in stderr and b"Traceback" not in stderr
+    assert b"interrupted: 1 line(s) were sent" in stderr and b"Traceback" not in stderr
     assert queue.get_many(5, timeout=0) == [b"a"]
 
 
