@@ -61,6 +61,7 @@ __all__ = [
     "QueueNotFoundError",
     "QueuePermissionError",
     "TimedOutError",
+    "mqueue_mount",
     "unlink",
     "validate_name",
 ]
@@ -454,6 +455,41 @@ def _explain_no_room(err: int, name: str, max_messages: int, max_message_size: i
     return f"cannot create queue {name!r}: the kernel is out of memory for it"
 
 
+def mqueue_mount() -> Optional[str]:
+    """Where the mqueue file system is mounted (usually ``/dev/mqueue``), or None."""
+    try:
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == "mqueue":
+                    return fields[1].replace("\\040", " ")
+    except OSError:
+        pass
+    return None
+
+
+def _owner_and_mode(name: str) -> str:
+    """Who owns queue ``name`` and its mode, for a refusal: read from the
+    mqueue file system, the only place they show without opening the queue."""
+    mount = mqueue_mount()
+    if mount is None:
+        return (
+            "its mode does not allow this user (mount the mqueue file system to see its "
+            "owner and mode: mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue)."
+        )
+    try:
+        facts = os.stat(os.path.join(mount, name.lstrip("/")))
+    except OSError:
+        return "its owner and mode do not allow this user."
+    import pwd
+
+    try:
+        owner = f"{pwd.getpwuid(facts.st_uid).pw_name} (uid {facts.st_uid})"
+    except KeyError:
+        owner = f"uid {facts.st_uid}"
+    return f"it belongs to {owner}, gid {facts.st_gid}, mode {facts.st_mode & 0o777:04o}."
+
+
 def _error_for(
     err: int,
     queue: Optional[MessageQueue],
@@ -490,8 +526,9 @@ def _error_for(
     if err in (errno.EACCES, errno.EPERM):
         return QueuePermissionError(
             err,
-            f"permission denied to {operation} queue {name!r}: its owner and mode do not "
-            "allow this user; check them with ls -l /dev/mqueue once mqueue is mounted there",
+            f"permission denied to {operation} queue {name!r}: {_owner_and_mode(name)} "
+            "To share a queue, its owner creates it with mode=0o660 (--mode 660) and gives "
+            "it a group this user is in, or runs the consumer as the same user",
         )
     if operation == "create" and err == errno.EINVAL:
         return InvalidParametersError(
@@ -644,8 +681,9 @@ class MessageQueue:
     :param max_message_size: the longest message in bytes; used only when
         this call creates the queue.
     :param mode: permission bits for a queue this call creates, filtered by
-        the process umask as for files. The default 0o644 lets every user
-        read; prefer 0o600 or 0o660 for anything sensitive.
+        the process umask as for files. The default 0o600 keeps other users
+        out; 0o660 shares the queue with its group. (The posix_ipc-based
+        module created queues 0o644: every user could take their messages.)
     :param create: create the queue if it does not exist (else
         :class:`QueueNotFoundError`).
     :param exclusive: fail with :class:`QueueExistsError` if it exists.
@@ -668,7 +706,7 @@ class MessageQueue:
         max_messages: int = 10,
         max_message_size: int = 8192,
         *,
-        mode: int = 0o644,
+        mode: int = 0o600,
         create: bool = True,
         exclusive: bool = False,
     ) -> None:

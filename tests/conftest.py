@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import subprocess
 import sys
 import traceback
 import uuid
@@ -124,3 +125,37 @@ def settled_open_fds() -> int:
             break
         count = open_fds()
     return count
+
+
+def run_in_mount_namespace(
+    script: str, mounted: bool, args: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run Python ``script`` (with ``args``) as root in a mount namespace of its
+    own, where the mqueue file system is mounted at /dev/mqueue, or nowhere."""
+    if mounted:
+        setup = (
+            "mkdir -p /dev/mqueue && "
+            "{ mountpoint -q /dev/mqueue || mount -t mqueue none /dev/mqueue; }"
+        )
+    else:
+        setup = (
+            "for i in 1 2 3; do umount /dev/mqueue 2>/dev/null; done; "
+            "! grep -q ' mqueue ' /proc/self/mounts"
+        )
+    return subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'{setup} && exec "$0" -c "$@"',
+            sys.executable,
+            script,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -28,9 +28,11 @@ from typing import Any, Callable
 import pytest
 from baseplate._mqueue import ffi, lib
 from conftest import (
+    NOBODY,
     open_fds,
     queue_exists,
     run_as_nobody,
+    run_in_mount_namespace,
     settled_open_fds,
     unique_name,
     unlink_quietly,
@@ -931,6 +933,62 @@ def test_queue_opened_before_fork_works_in_the_child(queue: MessageQueue) -> Non
 
 
 # -- as an ordinary user (fork, then drop to uid 65534) --------------------------
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+def test_queues_are_private_by_default_whatever_the_umask(queue_name: str, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        queue = MessageQueue(queue_name)
+    finally:
+        os.umask(old)
+    with queue:
+        assert queue.mode == 0o600
+        assert (queue.uid, queue.gid) == (os.geteuid(), os.getegid())
+
+
+# A child that drops to uid 65534 and opens the queue named by argv[1]; it
+# prints what it was told. Run in a mount namespace of its own.
+OPEN_AS_NOBODY = """
+import os, sys
+from baseplate.message_queue import MessageQueue, QueuePermissionError
+pid = os.fork()
+if pid == 0:
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+    try:
+        MessageQueue(sys.argv[1], create=False).close()
+        print("opened")
+    except QueuePermissionError as error:
+        print(error)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.parametrize("mounted", [True, False], ids=["mqueue mounted", "not mounted"])
+def test_another_user_is_refused_and_told_whose_queue_it_is(queue_name: str, mounted: bool) -> None:
+    MessageQueue(queue_name).close()  # root's, 0o600 by default
+    result = run_in_mount_namespace(OPEN_AS_NOBODY, mounted, (queue_name,))
+    message = result.stdout
+    assert "permission denied to open queue" in message, result.stderr
+    if mounted:
+        assert "it belongs to root (uid 0), gid 0, mode 0600." in message
+    else:
+        assert "mount -t mqueue none /dev/mqueue" in message
+    assert "mode=0o660" in message  # how to share it
+
+
+def test_a_group_shared_queue_opens_for_its_group(queue_name: str) -> None:
+    with MessageQueue(queue_name, mode=0o660) as queue:
+        os.fchown(queue.fileno(), -1, NOBODY)  # as `chgrp` on the mqueue file system does
+        assert queue.gid == NOBODY
+        queue.put(b"for the group")
+
+    def take_as_group_member() -> bytes:
+        with MessageQueue(queue_name, create=False) as shared:
+            return bytes(shared.get(timeout=0))
+
+    assert run_as_nobody(take_as_group_member) == b"for the group"
 
 
 def test_mode_is_honoured_for_other_users(make_queue: MakeQueue) -> None:
