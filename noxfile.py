@@ -33,14 +33,24 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, and on the tests, benchmarks and build scripts."""
     session.install("mypy", "nox", ".[test,bench]")
     session.run("mypy", "--strict", "-p", "baseplate")
-    session.run("mypy", "--strict", "tests", "benchmarks", "build_ffi.py", "noxfile.py")
+    session.run(
+        "mypy",
+        "--strict",
+        "tests",
+        "benchmarks",
+        "build_ffi.py",
+        "noxfile.py",
+        "docs/check_html.py",
+    )
 
 
 @nox.session(python="3.11")
 def docs(session: nox.Session) -> None:
-    """The HTML documentation; any warning is an error."""
+    """The HTML documentation; any warning is an error, and so is a mangled command."""
     session.install(".[docs]")
+    shutil.rmtree("docs/_build/html", ignore_errors=True)  # no page of an earlier build
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+    session.run("python", "docs/check_html.py", "docs/_build/html")
 
 
 @nox.session(python="3.11")

@@ -30,4 +30,24 @@ autodoc_type_aliases = {"MessageData": "baseplate.message_queue.MessageData"}
 
 html_theme = "furo"
 html_title = "baseplate-mq"
-exclude_patterns = ["_build"]
+# Fragments that performance.rst includes are not pages of their own.
+exclude_patterns = ["_build", "_bench-*.rst"]
+# Commands must paste as written: no curly quotes or en dashes for "--".
+smartquotes = False
+
+
+def _examples_as_code(app: object, ctx: object, lines: list[str]) -> None:
+    """sphinx-click shows a help text's unwrapped block (click's \\b) as a
+    line block; an "Example:" block becomes a shell code block, to paste."""
+    for index, line in enumerate(lines):
+        if line == "| Example:":
+            end = index + 1
+            while end < len(lines) and lines[end].startswith("|     "):
+                end += 1
+            commands = ["    " + command[len("|     ") :] for command in lines[index + 1 : end]]
+            lines[index:end] = ["Example:", "", ".. code-block:: shell", "", *commands, ""]
+            return
+
+
+def setup(app: object) -> None:
+    app.connect("sphinx-click-process-description", _examples_as_code)  # type: ignore[attr-defined]
