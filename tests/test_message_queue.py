@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import ctypes
 import errno
 import fcntl
 import gc
@@ -629,6 +630,45 @@ def test_put_many_with_wide_items_counts_bytes(make_queue: MakeQueue) -> None:
     with pytest.raises(MessageTooLargeError, match="message 1 of the batch has 16 bytes"):
         queue.put_many([b"x", too_wide])
     assert queue.current_messages == 0
+
+
+def test_put_many_takes_every_buffer_put_takes_with_its_size_in_bytes(
+    make_queue: MakeQueue,
+) -> None:
+    queue = make_queue(max_messages=10, max_message_size=16)
+    number = ctypes.c_int(5)  # no len() at all
+    wide = array.array("h", [1, 2, 3])  # len() 3, 6 bytes
+    assert queue.put_many([number, wide, memoryview(b"abcd")[1:3]]) == 3
+    assert queue.get_many(5) == [bytes(number), wide.tobytes(), b"bc"]
+    for item in (number, wide):
+        queue.put(item)
+    assert queue.get_many(5) == [bytes(number), wide.tobytes()]
+
+
+@pytest.mark.skipif(
+    sys.implementation.name == "pypy",
+    reason="PyPy's own ctypes dies (SIGFPE) reading the buffer of an array of empty arrays",
+)
+def test_put_many_is_not_fooled_when_wrong_lengths_add_up(make_queue: MakeQueue) -> None:
+    """array('h') of 3 items (6 bytes) and an array of 3 empty arrays (0
+    bytes): len() says 3 and 3, which add up to the 6 bytes all the same."""
+    queue = make_queue(max_messages=10, max_message_size=16)
+    fooled = [array.array("h", [1, 2, 3]), ((ctypes.c_char * 0) * 3)()]
+    assert queue.put_many(fooled) == 2
+    assert queue.get_many(5) == [array.array("h", [1, 2, 3]).tobytes(), b""]
+
+
+def test_put_many_of_nothing_on_a_closed_queue_raises(queue: MessageQueue) -> None:
+    queue.close()
+    with pytest.raises(QueueClosedError):
+        queue.put_many([])
+
+
+def test_unlinking_a_missing_queue_gives_no_advice_about_create(queue_name: str) -> None:
+    with pytest.raises(QueueNotFoundError) as caught:
+        unlink(queue_name)
+    assert str(caught.value).endswith(f"queue {queue_name!r} does not exist")
+    assert "create" not in str(caught.value)
 
 
 def test_put_many_sends_nothing_when_one_message_is_bad(make_queue: MakeQueue) -> None:
