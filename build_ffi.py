@@ -49,6 +49,7 @@ struct timespec {
 #define MQ_PRIO_MAX ...
 #define NAME_MAX ...
 #define RLIMIT_MSGQUEUE ...
+#define NSIG ...
 #define BP_PACK_SHIFT ...
 #define BP_FOREVER ...
 #define BP_NOW ...
@@ -90,6 +91,7 @@ void bp_close(struct bp_queue *queue);
 void bp_after_fork(struct bp_queue *queue);
 int bp_wake_fd(struct bp_queue *queue);
 int bp_getattr(struct bp_queue *queue, struct mq_attr *attr);
+int bp_notify(struct bp_queue *queue, int signo, int token);
 int bp_fstat(struct bp_queue *queue, unsigned int *mode, unsigned int *uid, unsigned int *gid);
 int bp_try_put(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio);
 long long bp_try_get(char *data);
@@ -106,6 +108,9 @@ long long bp_try_get_many(struct bp_queue *queue, char *buf, size_t capacity,
                           size_t max_count, long long *results);
 long long bp_receive_many(struct bp_queue *queue, char *buf, size_t capacity,
                           size_t max_count, long long deadline_ns, long long *results);
+
+/* Run by a notification (bp_notify with a token), in a thread glibc starts. */
+extern "Python" void bp_notified(int token);
 """
 
 # The helpers that never block: every call's first attempt. cffi releases

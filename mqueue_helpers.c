@@ -1,8 +1,8 @@
 /* The C half of baseplate._mqueue: small helpers around the POSIX queue calls.
 
    build_ffi.py declares them to cffi (its CDEF) and compiles this file into
-   the extension, after cffi's own prologue. It also compiles alone
-   (`cc -Wall -Wextra -c mqueue_helpers.c`), which `nox -s sanitize` checks.
+   the extension, after cffi's own prologue, with -Wall -Wextra (and -Werror
+   under `nox -s sanitize`).
 
    Conventions:
    - Failures return -errno, never set errno for Python to fetch.
@@ -36,6 +36,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -92,6 +93,7 @@ void bp_close(struct bp_queue *queue);
 void bp_after_fork(struct bp_queue *queue);
 int bp_wake_fd(struct bp_queue *queue);
 int bp_getattr(struct bp_queue *queue, struct mq_attr *attr);
+int bp_notify(struct bp_queue *queue, int signo, int token);
 int bp_fstat(struct bp_queue *queue, unsigned int *mode, unsigned int *uid, unsigned int *gid);
 int bp_try_put(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio);
 long long bp_try_get(char *data);
@@ -270,6 +272,39 @@ int bp_getattr(struct bp_queue *queue, struct mq_attr *attr)
     if (!bp_enter(queue))
         return -EBADF;
     r = mq_getattr((mqd_t)queue->mqd, attr) == 0 ? 0 : -errno;
+    bp_leave(queue);
+    return r;
+}
+
+/* Python's side of a notification by thread: build_ffi.py declares it
+   extern "Python", and cffi defines it after this file. */
+static void bp_notified(int token);
+
+/* What glibc runs, in a new thread, when a notification by thread fires. */
+static void bp_notify_thread(union sigval value)
+{
+    bp_notified(value.sival_int);
+}
+
+/* mq_notify(): with token > 0, call bp_notified(token) in a new thread when
+   a message arrives in the empty queue; else with signo > 0, send this
+   process that signal; else cancel this process's registration. */
+int bp_notify(struct bp_queue *queue, int signo, int token)
+{
+    struct sigevent event;
+    int r;
+    if (!bp_enter(queue))
+        return -EBADF;
+    memset(&event, 0, sizeof event);
+    if (token > 0) {
+        event.sigev_notify = SIGEV_THREAD;
+        event.sigev_notify_function = bp_notify_thread;
+        event.sigev_value.sival_int = token;
+    } else {
+        event.sigev_notify = SIGEV_SIGNAL;
+        event.sigev_signo = signo;
+    }
+    r = mq_notify((mqd_t)queue->mqd, token > 0 || signo > 0 ? &event : NULL) == 0 ? 0 : -errno;
     bp_leave(queue);
     return r;
 }

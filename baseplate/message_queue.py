@@ -21,9 +21,11 @@ other greenlets and tasks run, and try again.
 from __future__ import annotations
 
 import errno
+import itertools
 import math
 import operator
 import os
+import re
 import resource
 import select
 import threading
@@ -659,6 +661,35 @@ def unlink(name: Union[str, bytes]) -> None:
         raise _error_for(ffi.errno, None, os.fsdecode(raw), "unlink")
 
 
+# Callbacks of the notifications by thread now registered, by their token.
+_notify_callbacks: dict[int, Callable[[], object]] = {}
+_notify_tokens = itertools.count(1)
+
+
+@ffi.def_extern()  # type: ignore[untyped-decorator]
+def bp_notified(token: int) -> None:
+    """Run by glibc in a thread of its own when a notification fires: hands the
+    callback to a Python thread, whose exceptions go to threading.excepthook."""
+    callback = _notify_callbacks.pop(token, None)
+    if callback is not None:
+        threading.Thread(target=callback, name=f"baseplate-mq notify {token}").start()
+
+
+def _notifier(name: str) -> str:
+    """Which process holds the notification of queue ``name``, if the mqueue
+    file system shows it (its NOTIFY_PID field)."""
+    mount = mqueue_mount()
+    if mount is not None:
+        try:
+            with open(os.path.join(mount, name.lstrip("/"))) as status:
+                found = re.search(r"NOTIFY_PID:(\d+)", status.read())
+        except OSError:
+            found = None
+        if found and found.group(1) != "0":
+            return f"process {found.group(1)}"
+    return "another process (or another object in this one)"
+
+
 # Every open queue, for the fork handler below.
 _open_queues: weakref.WeakSet[MessageQueue] = weakref.WeakSet()
 
@@ -699,6 +730,9 @@ class MessageQueue:
 
     _closed = True  # so that __del__ works even if __init__ failed
     _async: Optional[dict[Any, _AsyncReadiness]] = None
+    # This object's notification request: the callback's token, -1 for a
+    # signal, 0 for none.
+    _notify_token = 0
 
     def __init__(
         self,
@@ -812,6 +846,61 @@ class MessageQueue:
     def closed(self) -> bool:
         """True once :meth:`close` has been called."""
         return self._closed
+
+    def notify(self, how: Union[int, Callable[[], object], None]) -> None:
+        """Ask to be told when a message arrives in the queue while it is empty.
+
+        :param how: a signal number, which the kernel then sends this process;
+            or a callable, which then runs once, with no argument, in a new
+            thread (an exception in it goes to :func:`threading.excepthook`);
+            or None, which cancels the request.
+
+        The request is used up when it fires: call again to be told again (a
+        callback may do that itself). Closing the queue cancels it. Only one
+        process at a time may hold the request for a queue: if another one
+        does, :class:`MessageQueueOSError` (``EBUSY``) says which. For most
+        uses, waiting on :meth:`fileno` with :mod:`selectors`, or
+        :meth:`get_async` under asyncio, is simpler and has no such limit;
+        ``notify`` suits a process that must not keep a thread or a loop
+        waiting (it is what posix_ipc calls ``request_notification``).
+        """
+        if how is None:
+            signum, callback = 0, None
+        elif isinstance(how, int) and not isinstance(how, bool):
+            if not 0 < how < lib.NSIG:
+                raise InvalidParametersError(
+                    f"notify({how}): a signal number is 1 to {lib.NSIG - 1}, such as signal.SIGUSR1"
+                )
+            signum, callback = how, None
+        elif callable(how):
+            signum, callback = 0, how
+        else:
+            raise TypeError(
+                f"notify() takes a signal number, a callable or None, not {type(how).__name__}"
+            )
+        with self._close_lock:
+            if self._closed:
+                raise QueueClosedError(f"queue {self.name!r} is closed")
+            previous, self._notify_token = self._notify_token, 0
+            if previous:  # this object's own request: replace it
+                _notify_callbacks.pop(previous, None)
+                lib.bp_notify(self._queue, 0, 0)
+            token = 0
+            if callback is not None:
+                token = next(_notify_tokens)
+                _notify_callbacks[token] = callback
+            result = lib.bp_notify(self._queue, signum, token)
+            if result < 0:
+                _notify_callbacks.pop(token, None)
+                if result == -errno.EBUSY:
+                    raise MessageQueueOSError(
+                        errno.EBUSY,
+                        f"queue {self.name!r} already has a notification request, from "
+                        f"{_notifier(self.name)}: only one at a time is allowed. It ends when "
+                        "that one fires, is cancelled (notify(None)) or its queue is closed",
+                    )
+                raise _error_for(-result, self, self.name, "request notification of")
+            self._notify_token = token if callback is not None else -1 if signum else 0
 
     def fileno(self) -> int:
         """The queue descriptor, for :mod:`select`, :mod:`selectors` or an event loop.
@@ -1318,6 +1407,9 @@ class MessageQueue:
             self._closed = True
             readinesses = list(self._async.values()) if self._async else []
             self._async = None
+            # The kernel drops the request as the descriptor closes; a late
+            # notification finds no callback.
+            _notify_callbacks.pop(self._notify_token, None)
         # Marks the queue closed and wakes the waits in C and gevent; the
         # descriptors are released by the last call still using them.
         lib.bp_close(self._queue)
