@@ -22,11 +22,15 @@ starts fast.
 from __future__ import annotations
 
 import array
+import base64
 import fcntl
 import functools
+import grp
+import itertools
 import json
 import math
 import os
+import pwd
 import re
 import select
 import signal
@@ -395,10 +399,18 @@ class _Output:
     EAGAIN. So a signal can always end a wait for the reader.
     """
 
-    def __init__(self, fd: int, delimiter: bytes, in_flight: int, stopping: _Stopping) -> None:
+    def __init__(
+        self,
+        fd: int,
+        delimiter: bytes,
+        in_flight: int,
+        stopping: _Stopping,
+        encode: Optional[Callable[[Message], bytes]] = None,
+    ) -> None:
         mode = _check_stdio(fd, "output").st_mode
         self.fd = fd
         self.delimiter = delimiter
+        self.encode = encode  # a message's line, terminator included; None: message + delimiter
         self.stopping = stopping
         self.pending: List[Message] = []
         self.pending_bytes = 0
@@ -480,12 +492,7 @@ class _Output:
         came; the messages not written out whole stay in ``pending``, to be
         put back."""
         if not self.chunk and self.pending:
-            ends, end = [], 0
-            for message in self.pending:
-                end += len(message) + 1
-                ends.append(end)
-            self.chunk = memoryview(self.delimiter.join(self.pending) + self.delimiter)
-            self.chunk_ends, self.offset = ends, 0
+            self._prepare_chunk()
         give_up = None if budget is None else time.monotonic() + budget
         while self.offset < len(self.chunk):
             if give_up is None:
@@ -502,6 +509,18 @@ class _Output:
             if ready.get(self.fd, 0) & select.POLLERR:
                 raise BrokenPipeError()
         self.chunk, self.chunk_ends, self.offset = memoryview(b""), [], 0
+
+    def _prepare_chunk(self) -> None:
+        """The pending messages' lines, back to back, and where each ends."""
+        if self.encode is None:
+            lengths = [len(message) + 1 for message in self.pending]
+            data = self.delimiter.join(self.pending) + self.delimiter
+        else:
+            lines = [self.encode(message) for message in self.pending]
+            lengths = [len(line) for line in lines]
+            data = b"".join(lines)
+        self.chunk_ends = list(itertools.accumulate(lengths))
+        self.chunk, self.offset = memoryview(data), 0
 
     def _write(self, data: memoryview) -> int:
         """Write what fits without blocking: the count, 0 when full."""
@@ -537,7 +556,7 @@ class _Output:
             self.unread_ends.extend(base + end for end in self.chunk_ends[:done])
         written = self.chunk_ends[done - 1]
         self.written += written
-        self.pending_bytes -= written
+        self.pending_bytes -= sum(len(message) + 1 for message in self.pending[:done])
         del self.pending[:done]
         self.chunk_ends = [end - written for end in self.chunk_ends[done:]]
         self.chunk = self.chunk[written:]
@@ -555,6 +574,7 @@ def consume(
     delimiter: bytes,
     in_flight: int,
     stopping: _Stopping,
+    encode: Optional[Callable[[Message], bytes]] = None,
 ) -> int:
     """Write messages from ``queue`` to stdout until ``count`` or ``timeout``; return the count.
 
@@ -564,7 +584,7 @@ def consume(
     """
     from baseplate.message_queue import TimedOutError
 
-    output = _Output(1, delimiter, in_flight, stopping)
+    output = _Output(1, delimiter, in_flight, stopping, encode)
     taken = 0
     silent_since: Optional[float] = None  # when the queue was last found empty
     try:
@@ -732,19 +752,21 @@ class _Sender:
         self.sent = 0
         self.told_full = False
 
-    def send(self, lines: List[bytes]) -> None:
+    def send(self, lines: List[bytes], priority: Optional[int] = None) -> None:
+        """Send ``lines``, in order, with ``priority`` (the command's by default)."""
         from baseplate.message_queue import MessageTooLargeError, TimedOutError
 
+        priority = self.priority if priority is None else priority
         waiting_since: Optional[float] = None
         while lines:
             self.stopping.check()
             try:
-                self.sent += self.queue.put_many(lines, timeout=0, priority=self.priority)
+                self.sent += self.queue.put_many(lines, timeout=0, priority=priority)
                 return
             except MessageTooLargeError as error:
                 index = error.index or 0
                 if index:
-                    self.send(lines[:index])
+                    self.send(lines[:index], priority)
                 _too_long(self.sent + 1, error.size, error.max_message_size)
             except TimedOutError as error:  # full: some may have gone out
                 self.sent += error.sent
@@ -782,6 +804,127 @@ def _too_long(line: int, size: int, limit: int, more: bool = False) -> None:
         f"max_message_size of {limit}; the {line - 1} line(s) before it were sent, "
         "nothing after it"
     )
+
+
+# --------------------------------------------------------------------------
+# dump and load: the JSON Lines format
+
+#: The version of dump's format, in each line's "v" field.
+DUMP_FORMAT = 1
+
+
+def dump_line(message: Message) -> bytes:
+    """One line of dump's format: ``{"v": 1, "priority": P, "text": T}`` when the
+    message is UTF-8 text, else ``"base64"`` with its bytes, and a newline."""
+    record: Dict[str, Any] = {"v": DUMP_FORMAT, "priority": message.priority}
+    try:
+        record["text"] = message.decode("utf-8")
+    except UnicodeDecodeError:
+        record["base64"] = base64.b64encode(message).decode("ascii")
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def parse_dump_line(line: bytes) -> tuple[int, bytes]:
+    """The (priority, message) of one line of dump's format, or ValueError
+    saying what is wrong with it."""
+    from baseplate.message_queue import PRIORITY_MAX
+
+    try:
+        record = json.loads(line)
+    except ValueError as error:  # also a line cut short, or not UTF-8
+        raise ValueError(f"not a JSON object ({error})") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    if record.get("v") != DUMP_FORMAT:
+        raise ValueError(
+            f"format version {record.get('v')!r}, where this baseplate-mq reads {DUMP_FORMAT}"
+        )
+    priority = record.get("priority")
+    if type(priority) is not int or not 0 <= priority < PRIORITY_MAX:
+        raise ValueError(f"priority {priority!r} is not 0 to {PRIORITY_MAX - 1}")
+    if ("text" in record) == ("base64" in record):
+        raise ValueError('it needs exactly one of "text" and "base64"')
+    if "text" in record:
+        text = record["text"]
+        if not isinstance(text, str):
+            raise ValueError('"text" is not a string')
+        try:
+            return priority, text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError('"text" holds a lone surrogate: not UTF-8') from None
+    encoded = record["base64"]
+    if not isinstance(encoded, str):
+        raise ValueError('"base64" is not a string')
+    try:
+        return priority, base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise ValueError('"base64" is not valid base64') from None
+
+
+def restore(queue: MessageQueue, timeout: Optional[float], stopping: _Stopping) -> int:
+    """Send the messages of dump's lines on stdin, in order, with their
+    priorities; stop at a bad line, after the lines before it. Return the count."""
+    source = _Input(0, stopping)
+    sender = _Sender(queue, 0, timeout, stopping)
+    partial = b""
+    number = 0  # of the last line parsed
+    try:
+        while True:
+            chunk = source.read(INPUT_CHUNK)
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop() if chunk else b""
+            if not chunk and lines == [b""]:
+                break
+            batch: List[bytes] = []
+            batch_priority = 0
+            problem = None
+            for line in lines:
+                try:
+                    priority, message = parse_dump_line(line)
+                except ValueError as error:
+                    problem = f"line {number + 1} is not a message of dump's format: {error}"
+                    break
+                number += 1
+                if batch and priority != batch_priority:
+                    sender.send(batch, batch_priority)
+                    batch = []
+                batch.append(message)
+                batch_priority = priority
+            if batch:
+                sender.send(batch, batch_priority)
+            if problem:
+                raise CommandFailed(
+                    f"{problem}; the {number} line(s) before it were loaded, nothing after it"
+                )
+            if not chunk:
+                break
+    except _Stopped:
+        _note(f"interrupted: {sender.sent} message(s) were loaded; the rest were not")
+        raise
+    return sender.sent
+
+
+# --------------------------------------------------------------------------
+# ls
+
+
+def _stat_facts(name: str, path: str) -> Optional[Dict[str, Any]]:
+    """What ``ls`` knows of a queue it may not open: its mode and owner."""
+    try:
+        facts = os.stat(path)
+    except OSError:
+        return None  # gone meanwhile
+    return {
+        "name": name,
+        "max_messages": None,
+        "max_message_size": None,
+        "current_messages": None,
+        "mode": f"{facts.st_mode & 0o777:04o}",
+        "owner": _user_name(facts.st_uid),
+        "uid": facts.st_uid,
+        "group": _group_name(facts.st_gid),
+        "gid": facts.st_gid,
+    }
 
 
 # --------------------------------------------------------------------------
@@ -1031,29 +1174,32 @@ def unlink(queue: str, force: bool) -> None:
             raise
 
 
-def _queue_facts(queue: MessageQueue) -> Dict[str, Any]:
-    """What ``info`` shows of an open queue."""
-    import grp
-    import pwd
+def _user_name(uid: int) -> Optional[str]:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
 
+
+def _group_name(gid: int) -> Optional[str]:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None
+
+
+def _queue_facts(queue: MessageQueue) -> Dict[str, Any]:
+    """What ``info`` and ``ls`` show of an open queue."""
     mode, uid, gid = queue.mode, queue.uid, queue.gid
-    try:
-        owner: Optional[str] = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        owner = None
-    try:
-        group: Optional[str] = grp.getgrgid(gid).gr_name
-    except KeyError:
-        group = None
     return {
         "name": queue.name,
         "max_messages": queue.max_messages,
         "max_message_size": queue.max_message_size,
         "current_messages": queue.current_messages,
         "mode": f"{mode:04o}",
-        "owner": owner,
+        "owner": _user_name(uid),
         "uid": uid,
-        "group": group,
+        "group": _group_name(gid),
         "gid": gid,
     }
 
@@ -1078,6 +1224,157 @@ def info(queue: str, as_json: bool) -> None:
     else:
         for key, value in facts.items():
             click.echo(f"{key}: {value}")
+
+
+@cli.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of info objects.")
+@_reports_errors
+def list_queues(as_json: bool) -> None:
+    """List every queue on this host that this user can see, by name.
+
+    Columns: name, messages waiting, max messages, max message size, mode,
+    owner; ? where this user may not open the queue. The names come from the
+    mqueue file system, which must be mounted.
+
+    \b
+    Example:
+        baseplate-mq ls --json
+    """
+    from baseplate.message_queue import (
+        MessageQueue,
+        MessageQueueError,
+        QueueNotFoundError,
+        mqueue_mount,
+    )
+
+    mount = mqueue_mount()
+    if mount is None:
+        raise CommandFailed(
+            "the mqueue file system is not mounted, so the queues cannot be listed; "
+            "mount it as root: mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue"
+        )
+    queues = []
+    for entry in sorted(os.listdir(mount)):
+        name = "/" + entry
+        try:
+            with MessageQueue(name, create=False) as opened:
+                facts: Optional[Dict[str, Any]] = _queue_facts(opened)
+        except QueueNotFoundError:
+            continue  # unlinked meanwhile
+        except MessageQueueError:  # not ours to open: what the file system shows
+            facts = _stat_facts(name, os.path.join(mount, entry))
+        if facts is not None:
+            queues.append(facts)
+    if as_json:
+        click.echo(json.dumps(queues))
+        return
+    header = ("NAME", "MESSAGES", "MAX", "SIZE", "MODE", "OWNER")
+    rows = [header] + [
+        (
+            _printable(q["name"]),
+            *("?" if q[key] is None else str(q[key]) for key in _LS_NUMBERS),
+            q["mode"],
+            q["owner"] or str(q["uid"]),
+        )
+        for q in queues
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+_LS_NUMBERS = ("current_messages", "max_messages", "max_message_size")
+
+
+def _printable(name: str) -> str:
+    """A queue name for a terminal: bytes that are not UTF-8 as escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@cli.command()
+@click.argument("queue", type=QUEUE)
+@click.option("-n", "--count", type=click.IntRange(min=0), help="Take at most N messages.")
+@click.option(
+    "-t",
+    "--timeout",
+    type=SECONDS,
+    default=0.0,
+    show_default=True,
+    help="Wait this long for more once the queue is empty (exit 3 if --count was not reached).",
+)
+@click.option(
+    "--in-flight",
+    type=click.IntRange(min=1),
+    default=DEFAULT_IN_FLIGHT,
+    show_default=True,
+    help="As for read: on a pipe or socket, at most N messages unread by the reader.",
+)
+@_reports_errors
+def dump(queue: str, count: Optional[int], timeout: float, in_flight: int) -> None:
+    """Take QUEUE's messages and write them as JSON Lines, with their priorities.
+
+    Drains the queue (or takes --count N), following read's rules: a message
+    taken is written out whole or put back. Each line is an object:
+    {"v": 1, "priority": P, "text": "..."} for UTF-8 text, or "base64"
+    instead of "text" for other bytes. load puts them back.
+
+    \b
+    Example:
+        baseplate-mq dump /events > saved.jsonl
+        baseplate-mq load /events --create < saved.jsonl
+    """
+    _check_stdio(1, "output")
+    with _Stopping() as stopping:
+        opened, _ = _open(queue, 1, 1, False, 0o600)
+        with opened:
+            got = consume(opened, count, timeout, b"\n", in_flight, stopping, dump_line)
+        stopping.check()
+    if count is not None and got < count:
+        raise CommandFailed(
+            f"got {got} of {count} messages before the {timeout:g} s timeout", EXIT_SHORT_READ
+        )
+
+
+@cli.command()
+@click.argument("queue", type=QUEUE)
+@click.option(
+    "-t",
+    "--timeout",
+    type=SECONDS,
+    help="Fail if a message cannot be sent within this many seconds (queue full).",
+)
+@_size_options
+@click.option(
+    "--create/--no-create",
+    default=False,
+    show_default=True,
+    help="Create the queue if it does not exist (and say so on stderr).",
+)
+@_reports_errors
+def load(
+    queue: str,
+    timeout: Optional[float],
+    max_messages: int,
+    max_message_size: int,
+    mode: int,
+    create: bool,
+) -> None:
+    """Send the messages of dump's JSON Lines on standard input to QUEUE.
+
+    In order, with their priorities. A message longer than the queue's
+    max_message_size, or a line that is not dump's format, stops it: the
+    lines before it were loaded, and stderr names the line.
+
+    \b
+    Example:
+        baseplate-mq load /events --create --max-message-size 16384 < saved.jsonl
+    """
+    _check_stdio(0, "input")
+    with _Stopping() as stopping:
+        opened, _ = _open(queue, max_messages, max_message_size, create, mode)
+        with opened:
+            restore(opened, timeout, stopping)
+        stopping.check()
 
 
 @click.command(

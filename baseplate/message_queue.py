@@ -25,6 +25,7 @@ import itertools
 import math
 import operator
 import os
+import pwd
 import re
 import resource
 import select
@@ -483,8 +484,6 @@ def _owner_and_mode(name: str) -> str:
         facts = os.stat(os.path.join(mount, name.lstrip("/")))
     except OSError:
         return "its owner and mode do not allow this user."
-    import pwd
-
     try:
         owner = f"{pwd.getpwuid(facts.st_uid).pw_name} (uid {facts.st_uid})"
     except KeyError:

@@ -17,7 +17,6 @@ from baseplate.message_queue import (
     MessageQueue,
     MessageQueueOSError,
     QueueClosedError,
-    mqueue_mount,
 )
 
 MakeQueue = Callable[..., MessageQueue]
