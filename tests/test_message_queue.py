@@ -653,7 +653,7 @@ def test_put_many_is_not_fooled_when_wrong_lengths_add_up(make_queue: MakeQueue)
     """array('h') of 3 items (6 bytes) and an array of 3 empty arrays (0
     bytes): len() says 3 and 3, which add up to the 6 bytes all the same."""
     queue = make_queue(max_messages=10, max_message_size=16)
-    fooled = [array.array("h", [1, 2, 3]), ((ctypes.c_char * 0) * 3)()]
+    fooled: list[MessageData] = [array.array("h", [1, 2, 3]), ((ctypes.c_char * 0) * 3)()]
     assert queue.put_many(fooled) == 2
     assert queue.get_many(5) == [array.array("h", [1, 2, 3]).tobytes(), b""]
 
