@@ -22,7 +22,11 @@
    No helper ever passes a closed, or since reused, descriptor number to the
    kernel: each holds a "use" of the queue (bp_enter/bp_leave) while it
    touches the descriptors, bp_close() only marks the queue closed, and the
-   last use out releases the descriptors. */
+   last use out releases the descriptors.
+
+   The functions that are not static are those build_ffi.py declares to
+   cffi: its generated code calls them after this file, and so the compiler
+   checks the two against each other. */
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* ppoll */
@@ -81,37 +85,7 @@ struct bp_buffer {
 
 #define BP_BUFFER_OF(data) ((struct bp_buffer *)(void *)((data) - offsetof(struct bp_buffer, data)))
 
-long long bp_monotonic_ns(void);
-int bp_open(struct bp_queue *queue, const char *name, int oflag, unsigned int mode,
-            long maxmsg, long msgsize);
-int bp_enter(struct bp_queue *queue);
-void bp_leave(struct bp_queue *queue);
-int bp_hold(struct bp_queue *queue);
-void bp_unhold(struct bp_queue *queue);
-int bp_is_closed(struct bp_queue *queue);
-void bp_close(struct bp_queue *queue);
-void bp_after_fork(struct bp_queue *queue);
-int bp_wake_fd(struct bp_queue *queue);
-int bp_getattr(struct bp_queue *queue, struct mq_attr *attr);
-int bp_notify(struct bp_queue *queue, int signo, int token);
-int bp_fstat(struct bp_queue *queue, unsigned int *mode, unsigned int *uid, unsigned int *gid);
-int bp_try_put(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio);
-long long bp_try_get(char *data);
-long long bp_try_get_into(struct bp_queue *queue, char *data);
-int bp_send(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio,
-            long long deadline_ns);
-long long bp_receive(struct bp_queue *queue, char *data, long long deadline_ns);
-long long bp_try_put_many(struct bp_queue *queue, const char *data, const size_t *lens,
-                          size_t count, unsigned int prio);
-long long bp_send_many(struct bp_queue *queue, const char *data, const size_t *lens,
-                       size_t count, unsigned int prio, long long timeout_ns,
-                       long long *deadline, int may_wait);
-long long bp_try_get_many(struct bp_queue *queue, char *buf, size_t capacity,
-                          size_t max_count, long long *results);
-long long bp_receive_many(struct bp_queue *queue, char *buf, size_t capacity,
-                          size_t max_count, long long deadline_ns, long long *results);
-
-long long bp_monotonic_ns(void)
+static long long bp_monotonic_ns(void)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -162,7 +136,7 @@ static void bp_release(struct bp_queue *queue)
 
 /* Takes a use of the queue: 1, and its descriptors stay open until
    bp_leave(); or 0 if it is closed (nothing to leave). */
-int bp_enter(struct bp_queue *queue)
+static int bp_enter(struct bp_queue *queue)
 {
     unsigned long state = atomic_load(&queue->state);
     do {
@@ -173,7 +147,7 @@ int bp_enter(struct bp_queue *queue)
 }
 
 /* Gives a use back; the last one out of a closed queue releases it. */
-void bp_leave(struct bp_queue *queue)
+static void bp_leave(struct bp_queue *queue)
 {
     if (atomic_fetch_sub(&queue->state, BP_USE) == (BP_CLOSED | BP_USE))
         bp_release(queue);

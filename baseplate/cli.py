@@ -1044,9 +1044,14 @@ def read(
         with opened:
             got = consume(opened, count, timeout, _delimiter(null), in_flight, stopping)
         stopping.check()  # a signal at the very end still says so
+    _check_count(got, count, timeout)
+
+
+def _check_count(got: int, count: Optional[int], timeout: Optional[float]) -> None:
+    """Fail (status 3) when ``--count`` was not reached before the timeout."""
     if count is not None and got < count:
         raise CommandFailed(
-            f"got {got} of {count} messages before the {timeout:g} s timeout",
+            f"got {got} of {count} messages before the {timeout or 0:g} s timeout",
             EXIT_SHORT_READ,
         )
 
@@ -1329,10 +1334,7 @@ def dump(queue: str, count: Optional[int], timeout: float, in_flight: int) -> No
         with opened:
             got = consume(opened, count, timeout, b"\n", in_flight, stopping, dump_line)
         stopping.check()
-    if count is not None and got < count:
-        raise CommandFailed(
-            f"got {got} of {count} messages before the {timeout:g} s timeout", EXIT_SHORT_READ
-        )
+    _check_count(got, count, timeout)
 
 
 @cli.command()

@@ -861,7 +861,10 @@ class MessageQueue:
         uses, waiting on :meth:`fileno` with :mod:`selectors`, or
         :meth:`get_async` under asyncio, is simpler and has no such limit;
         ``notify`` suits a process that must not keep a thread or a loop
-        waiting (it is what posix_ipc calls ``request_notification``).
+        waiting (it is what posix_ipc calls ``request_notification``). The
+        first callback starts glibc's notification thread, which lives as long
+        as the process: Python 3.12 and later then warn that ``fork()`` in a
+        process with threads may deadlock (glibc itself copes with it).
         """
         if how is None:
             signum, callback = 0, None

@@ -234,36 +234,31 @@ def posix_ipc_cross(size: int, n: int) -> float:
     return _cross(posix_ipc_queue, lambda q: q.send, lambda q: q.receive, size, n)
 
 
-def ours_cross_events(size: int, n: int) -> float:
-    """The event pattern across processes: put(e, timeout=1), get(timeout=0.2)."""
+def _cross_events(
+    open_queue: Callable[[str], Any], send: str, receive: str, size: int, n: int
+) -> float:
+    """The event pattern across processes: ``send(e, timeout=1)``, and
+    ``receive(timeout=0.2)`` as the sidecar does."""
     return _cross(
-        _ours,
-        lambda q: functools.partial(q.put, timeout=1),
-        lambda q: functools.partial(q.get, timeout=0.2),
+        open_queue,
+        lambda q: functools.partial(getattr(q, send), timeout=1),
+        lambda q: functools.partial(getattr(q, receive), timeout=0.2),
         size,
         n,
     )
+
+
+def ours_cross_events(size: int, n: int) -> float:
+    return _cross_events(_ours, "put", "get", size, n)
 
 
 def posix_ipc_cross_events(size: int, n: int) -> float:
     """posix_ipc with its own timeout= arguments (mq_timedsend/mq_timedreceive)."""
-    return _cross(
-        posix_ipc_queue,
-        lambda q: functools.partial(q.send, timeout=1),
-        lambda q: functools.partial(q.receive, timeout=0.2),
-        size,
-        n,
-    )
+    return _cross_events(posix_ipc_queue, "send", "receive", size, n)
 
 
 def legacy_cross_events(size: int, n: int) -> float:
-    return _cross(
-        lambda q: LegacyMessageQueue(q, 10, 8192),
-        lambda q: functools.partial(q.put, timeout=1),
-        lambda q: functools.partial(q.get, timeout=0.2),
-        size,
-        n,
-    )
+    return _cross_events(lambda q: LegacyMessageQueue(q, 10, 8192), "put", "get", size, n)
 
 
 # -- close() waking a blocked call ------------------------------------------------
@@ -343,16 +338,27 @@ def cli_pipeline(
     writer: Callable[[str], List[str]],
     lines_file: Path,
     count: int,
+    piped: bool = False,
 ) -> float:
-    """Lines per second of `writer < file` into a concurrent `reader`, start-up included."""
+    """Lines per second of `writer < file` into a concurrent `reader`, start-up
+    included; the reader writes to /dev/null, or with ``piped`` into a pipe
+    that `cat > /dev/null` reads."""
     queue_name = name()
     start = time.perf_counter()
     with open(os.devnull, "wb") as sink:
-        consumer = subprocess.Popen(reader(queue_name), stdout=sink)
+        if piped:
+            consumer = subprocess.Popen(reader(queue_name), stdout=subprocess.PIPE)
+            cat = subprocess.Popen(["cat"], stdin=consumer.stdout, stdout=sink)
+            assert consumer.stdout is not None
+            consumer.stdout.close()  # cat holds the read end
+        else:
+            consumer = subprocess.Popen(reader(queue_name), stdout=sink)
         with lines_file.open("rb") as source:
             subprocess.run(writer(queue_name), stdin=source, check=True)
         if consumer.wait(timeout=600) != 0:
             raise RuntimeError("reader failed")
+        if piped and cat.wait(timeout=600) != 0:
+            raise RuntimeError("cat failed")
     elapsed = time.perf_counter() - start
     try:
         unlink(queue_name)  # without opening it: an open descriptor would keep it alive
@@ -496,9 +502,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         "batch of 8, cross-process, 100 B",
         versus(lambda: ours_cross_batch(100, n), "cross", 100),
     )
-    if args.only is not None:
-        return
-
     # The CLI pipeline, in lines per second (higher is better).
     lines_file = Path(tempfile.gettempdir()) / "bp-bench-lines.txt"
     with lines_file.open("w") as out:
@@ -506,40 +509,55 @@ def main(argv: Optional[List[str]] = None) -> None:
             out.write(f"{i:08d} " + "x" * (12 + i % 81) + "\n")  # 20 to 100 bytes
     script = shutil.which("baseplate-mq", path=os.path.dirname(sys.executable)) or "baseplate-mq"
     count = str(args.lines)
-    pipeline = {
-        "baseplate-mq": lambda: cli_pipeline(
-            lambda q: [script, "read", q, "--count", count],
-            lambda q: [script, "write", q],
-            lines_file,
-            args.lines,
-        )
-    }
-    if have_posix_ipc:
-        legacy = [sys.executable, "-m", "benchmarks.legacy_tool"]
-        pipeline["posix_ipc-era tool"] = lambda: cli_pipeline(
-            lambda q: [*legacy, "--read", q, count],
-            lambda q: [*legacy, "--write", q],
-            lines_file,
-            args.lines,
-        )
-    medians = alternate(pipeline, max(3, repeats // 2))
-    row: Dict[str, object] = {
-        "workload": f"CLI write | read, {args.lines} lines",
-        "unit": "lines/s",
-        **medians,
-    }
-    if "posix_ipc-era tool" in medians:
-        row["speed-up vs posix_ipc-era tool"] = (
-            medians["baseplate-mq"] / medians["posix_ipc-era tool"]
-        )
-    rows.append(row)
-    print(row, flush=True)
+    legacy = [sys.executable, "-m", "benchmarks.legacy_tool"]
+
+    def our_reader(extra: List[str]) -> Callable[[str], List[str]]:
+        return lambda q: [script, "read", q, "--count", count, *extra]
+
+    for label, piped, extra in (
+        ("into /dev/null", False, []),
+        ("into a pipe to cat, read's default --in-flight 1", True, []),
+        ("into a pipe to cat, read --in-flight 1024", True, ["--in-flight", "1024"]),
+    ):
+        workload = f"CLI write | read {label}, {args.lines} lines"
+        if not wanted(workload):
+            continue
+        pipeline: Dict[str, Callable[[], float]] = {
+            "baseplate-mq": functools.partial(
+                cli_pipeline,
+                our_reader(extra),
+                lambda q: [script, "write", q],
+                lines_file,
+                args.lines,
+                piped,
+            )
+        }
+        if have_posix_ipc:
+            pipeline["posix_ipc-era tool"] = functools.partial(
+                cli_pipeline,
+                lambda q: [*legacy, "--read", q, count],
+                lambda q: [*legacy, "--write", q],
+                lines_file,
+                args.lines,
+                piped,
+            )
+        medians = alternate(pipeline, max(3, repeats // 2))
+        row: Dict[str, object] = {"workload": workload, "unit": "lines/s", **medians}
+        if "posix_ipc-era tool" in medians:
+            row["speed-up vs posix_ipc-era tool"] = (
+                medians["baseplate-mq"] / medians["posix_ipc-era tool"]
+            )
+        rows.append(row)
+        print(row, flush=True)
     lines_file.unlink()
 
-    rows.append(
-        {"workload": "close() wakes a blocked call", "unit": "us", **close_wake_latency(50)}
-    )
-    print(rows[-1], flush=True)
+    if wanted("close() wakes a blocked call"):
+        rows.append(
+            {"workload": "close() wakes a blocked call", "unit": "us", **close_wake_latency(50)}
+        )
+        print(rows[-1], flush=True)
+    if args.only is not None:
+        return  # a partial run writes no files
 
     help_time = startup_seconds([script, "--help"])
     bare_time = startup_seconds([sys.executable, "-c", "pass"])
@@ -616,7 +634,9 @@ def render_rst(rows: List[Dict[str, object]], meta: Dict[str, object]) -> str:
     ]
     out.append("   * - " + "\n     - ".join(columns))
     for row in rows:
-        out.append("   * - " + "\n     - ".join(_cell(row.get(k, "")) or "-" for k in columns))
+        out.append(
+            "   * - " + "\n     -".join(f" {_cell(row[k])}" if k in row else "" for k in columns)
+        )
     return "\n".join(out) + "\n"
 
 
