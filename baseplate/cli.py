@@ -175,10 +175,15 @@ def _cli_words(error: BaseException, ctx: Optional[click.Context]) -> str:
         queue = _quoted_queue(text)
         if command == "unlink":
             return f"queue {queue} does not exist (-f ignores that)"
-        if command in ("read", "write", "load"):
+        if command in ("read", "write"):
             return (
                 f"queue {queue} does not exist: create it with 'baseplate-mq create {queue}', "
                 "or drop --no-create"
+            )
+        if command == "load":
+            return (
+                f"queue {queue} does not exist: create it with 'baseplate-mq create {queue}', "
+                "or add --create"
             )
         return f"queue {queue} does not exist: create it with 'baseplate-mq create {queue}'"
     if isinstance(error, QueueExistsError):
@@ -255,8 +260,8 @@ class SecondsType(click.ParamType):  # type: ignore[type-arg]
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
         if not math.isfinite(seconds) or seconds < 0:
             self.fail(
-                f"{value!r} is not a number of seconds: give 0 or more (leave the option out "
-                "to wait as long as it takes)",
+                f"{value!r} is not a number of seconds: give a finite number, 0 or more "
+                "(leave the option out to wait as long as it takes)",
                 param,
                 ctx,
             )
@@ -839,7 +844,9 @@ def parse_dump_line(line: bytes) -> tuple[int, bytes]:
         raise ValueError(
             f"format version {record.get('v')!r}, where this baseplate-mq reads {DUMP_FORMAT}"
         )
-    priority = record.get("priority")
+    if "priority" not in record:
+        raise ValueError('it has no "priority"')
+    priority = record["priority"]
     if type(priority) is not int or not 0 <= priority < PRIORITY_MAX:
         raise ValueError(f"priority {priority!r} is not 0 to {PRIORITY_MAX - 1}")
     if ("text" in record) == ("base64" in record):
@@ -1369,7 +1376,7 @@ def load(
 
     \b
     Example:
-        baseplate-mq load /events --create --max-message-size 16384 < saved.jsonl
+        baseplate-mq load /events --create --max-message-size 4096 < saved.jsonl
     """
     _check_stdio(0, "input")
     with _Stopping() as stopping:

@@ -106,6 +106,7 @@ def test_load_stops_before_a_message_too_long_for_the_target(
         (b'{"v": 1, "priority": 0, "base64": "***"}', "not valid base64"),
         (b'{"v": 1, "priority": 0, "text": "\\ud800"}', "lone surrogate"),
         (b"", "not a JSON object"),
+        (b'{"v": 1, "text": "x"}', 'it has no "priority"'),
     ],
 )
 def test_a_corrupt_line_is_named_after_the_lines_before_it_were_loaded(
@@ -132,7 +133,7 @@ def test_a_last_line_without_its_newline_still_loads(make_queue: MakeQueue) -> N
 def test_load_refuses_a_missing_queue_unless_asked_to_create(queue_name: str) -> None:
     result = run([*BPMQ, "load", queue_name], dump_line(_message(b"x", 0)))
     assert result.returncode == 1
-    assert b"does not exist" in result.stderr and b"--no-create" in result.stderr
+    assert b"does not exist" in result.stderr and b"or add --create" in result.stderr
 
 
 def test_dump_count_takes_that_many(make_queue: MakeQueue) -> None:
