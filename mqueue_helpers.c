@@ -383,31 +383,43 @@ static int bp_sleep(struct bp_queue *queue, short events, long long deadline_ns)
    -EAGAIN when the queue is not ready, or -errno. */
 typedef long long (*bp_attempt)(struct bp_queue *queue, void *operation);
 
-/* The one waiting loop. Attempts `attempt`; if the queue is not ready and
-   the deadline allows, keeps attempting for up to bp_spin_ns(), then sleeps
-   until the queue is ready for `events` and attempts again, until it is
-   done, fails, the deadline passes (-ETIMEDOUT), a signal comes (-EINTR: the
-   caller runs its handlers and calls again), or the queue is closed
-   (-EBADF). `*deadline_ns` may be moved by the attempt itself (send_many's
-   timeout per message). The caller holds a use. */
+/* The one waiting loop. Attempts `attempt`; while the queue is not ready
+   and the deadline allows, keeps attempting for up to bp_spin_ns(), then
+   sleeps until the queue is ready for `events`, and attempts again, until it
+   is done, fails, the deadline passes (-ETIMEDOUT), a signal comes (-EINTR:
+   the caller runs its handlers and calls again), or the queue is closed
+   (-EBADF). Each wake-up, and each step of `*progress` (messages send_many
+   has sent; NULL for one message), starts a new spin: a peer that keeps
+   pace is then met without sleeping. `*deadline_ns` may be moved by the
+   attempt itself (send_many's timeout per message). The caller holds a use. */
 static long long bp_wait_for(struct bp_queue *queue, bp_attempt attempt, void *operation,
-                             short events, const long long *deadline_ns)
+                             short events, const long long *deadline_ns, const size_t *progress)
 {
-    long long r = attempt(queue, operation), spin_end;
+    long long r = attempt(queue, operation);
     if (r != -EAGAIN)
         return r;
     if (*deadline_ns == BP_NOW)
         return -ETIMEDOUT;
-    spin_end = bp_monotonic_ns() + bp_spin_ns();
-    while (r == -EAGAIN && bp_monotonic_ns() < spin_end && !bp_is_closed(queue))
+    for (;;) {
+        size_t seen = progress != NULL ? *progress : 0;
+        long long now = bp_monotonic_ns(), spin_end = now + bp_spin_ns();
+        while (now < spin_end && !bp_is_closed(queue)) {
+            r = attempt(queue, operation);
+            if (r != -EAGAIN)
+                return r;
+            now = bp_monotonic_ns();
+            if (progress != NULL && *progress != seen) {
+                seen = *progress;
+                spin_end = now + bp_spin_ns();
+            }
+        }
+        r = bp_sleep(queue, events, *deadline_ns);
+        if (r < 0)
+            return r;
         r = attempt(queue, operation);
-    while (r == -EAGAIN) {
-        int slept = bp_sleep(queue, events, *deadline_ns);
-        if (slept < 0)
-            return slept;
-        r = attempt(queue, operation);
+        if (r != -EAGAIN)
+            return r;
     }
-    return r;
 }
 
 /* ---------------------------------------------------------------------------
@@ -471,7 +483,7 @@ int bp_send(struct bp_queue *queue, const char *msg, size_t len, unsigned int pr
     long long r;
     if (!bp_enter(queue))
         return -EBADF;
-    r = bp_wait_for(queue, bp_attempt_send, &send, POLLOUT, &deadline_ns);
+    r = bp_wait_for(queue, bp_attempt_send, &send, POLLOUT, &deadline_ns, NULL);
     bp_leave(queue);
     return (int)r;
 }
@@ -488,7 +500,7 @@ long long bp_receive(struct bp_queue *queue, char *data, long long deadline_ns)
     long long r;
     if (!bp_enter(queue))
         return -EBADF;
-    r = bp_wait_for(queue, bp_attempt_receive, data, POLLIN, &deadline_ns);
+    r = bp_wait_for(queue, bp_attempt_receive, data, POLLIN, &deadline_ns, NULL);
     bp_leave(queue);
     return r;
 }
@@ -579,7 +591,8 @@ long long bp_send_many(struct bp_queue *queue, const char *data, const size_t *l
         return r;
     if (!bp_enter(queue))
         return (long long)EBADF << BP_PACK_SHIFT;
-    r = bp_wait_for(queue, bp_attempt_send_many, &many, POLLOUT, may_wait ? deadline : &now);
+    r = bp_wait_for(queue, bp_attempt_send_many, &many, POLLOUT, may_wait ? deadline : &now,
+                    &many.sent);
     bp_leave(queue);
     return ((long long)-r << BP_PACK_SHIFT) | (long long)many.sent;
 }
@@ -649,7 +662,7 @@ long long bp_receive_many(struct bp_queue *queue, char *buf, size_t capacity,
     long long r;
     if (!bp_enter(queue))
         return (long long)EBADF << BP_PACK_SHIFT;
-    r = bp_wait_for(queue, bp_attempt_receive_many, &many, POLLIN, &deadline_ns);
+    r = bp_wait_for(queue, bp_attempt_receive_many, &many, POLLIN, &deadline_ns, NULL);
     bp_leave(queue);
     if (r < 0)
         return ((long long)-r << BP_PACK_SHIFT) | (long long)many.received;

@@ -123,14 +123,18 @@ def sanitize(session: nox.Session) -> None:
         session.error(f"the sanitizers reported {len(reports)} problem(s), shown above")
 
 
-@nox.session(python=PYTHONS)
+#: The interpreters the stress runs and benchmarks measure.
+MEASURED = ["3.11", "pypy3"]
+
+
+@nox.session(python=MEASURED)
 def stress(session: nox.Session) -> None:
     """Millions of messages through faults; reports messages/s and losses."""
     session.install(".[test]")
     session.run("python", "tests/stress.py", *session.posargs)
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=MEASURED)
 def bench(session: nox.Session) -> None:
     """The benchmark harness against posix_ipc and a C loop (writes benchmarks/results)."""
     session.install(".[bench]")

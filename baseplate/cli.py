@@ -12,8 +12,10 @@ of our output went away; 143 on SIGTERM. No Python traceback is ever shown.
 ``read`` and ``write`` never lose a message to a signal: SIGINT and SIGTERM
 only mark that the command must stop (:class:`_Stopping`), and it stops where
 every message taken from the queue has been written out whole, or put back.
-All their waits (for the queue, for standard input, for room in standard
-output) are ``poll`` calls that a signal ends.
+Their waits for standard input and for room in standard output are ``poll``
+calls that a signal ends; the library waits for the queue (a short spin,
+then the kernel) WAIT_SLICE seconds at a time, so a signal is seen within
+that.
 
 The library is imported only by the commands that use it, so ``--help``
 starts fast.
@@ -73,6 +75,9 @@ READ_BATCH = 1024
 OUTPUT_BUFFER = 64 * 1024
 #: Input is read in chunks of this size.
 INPUT_CHUNK = 64 * 1024
+#: While waiting for messages or room, how often (in seconds) read and write
+#: look whether a signal came or their reader went away.
+WAIT_SLICE = 0.05
 #: Before sleeping while the reader catches up, yield the CPU to it this many times.
 YIELDS_FOR_READER = 200
 #: By default, on a pipe or socket, how many messages may be taken from the
@@ -488,8 +493,15 @@ class _Output:
     def add(self, messages: List[Message]) -> None:
         self.pending += messages
         self.pending_bytes += sum(map(len, messages)) + len(messages)
-        if self.limit is not None or self.pending_bytes >= OUTPUT_BUFFER:
+        if self.pending_bytes >= OUTPUT_BUFFER:
             self.flush()
+
+    def check_reader(self) -> None:
+        """Raise BrokenPipeError if the reader of a pipe or socket went away."""
+        if self.stopping.poll([(self.fd, 0)], 0).get(self.fd, 0) & (
+            select.POLLERR | select.POLLHUP
+        ):
+            raise BrokenPipeError()
 
     def flush(self, budget: Optional[float] = None, signals: int = 0) -> None:
         """Write every pending message out. With ``budget`` (after a signal),
@@ -606,11 +618,16 @@ def consume(
             except TimedOutError:
                 output.flush()  # about to wait: show what we have
                 silent_since = silent_since or time.monotonic()
-                wait = None if timeout is None else silent_since + timeout - time.monotonic()
-                if wait is not None and wait <= 0:
-                    break
-                _wait_for_queue(queue, output, select.POLLIN, wait)
-                continue
+                wait = WAIT_SLICE
+                if timeout is not None:
+                    wait = min(wait, silent_since + timeout - time.monotonic())
+                    if wait <= 0:
+                        break
+                try:  # the library waits: a spin, then the kernel
+                    messages = queue.get_many(want, timeout=wait)
+                except TimedOutError:
+                    output.check_reader()
+                    continue
             silent_since = None
             taken += len(messages)
             output.add(messages)
@@ -621,15 +638,6 @@ def consume(
     finally:
         output.close()
     return taken
-
-
-def _wait_for_queue(
-    queue: MessageQueue, output: _Output, events: int, wait: Optional[float]
-) -> None:
-    """Wait until the queue is readable, the reader quits, a signal, or ``wait`` seconds."""
-    ready = output.stopping.poll([(queue.fileno(), events), (output.fd, 0)], wait)
-    if ready.get(output.fd, 0) & (select.POLLERR | select.POLLHUP):
-        raise BrokenPipeError()
 
 
 def _give_back(
@@ -744,8 +752,9 @@ def produce(
 
 
 class _Sender:
-    """Sends lines in batches, waiting for room with ``poll`` (so that a
-    signal can end the wait), and counts exactly what went out."""
+    """Sends lines in batches and counts exactly what went out. The library
+    waits for room, WAIT_SLICE seconds at a time, so that a signal (which
+    only marks that we must stop) is seen soon."""
 
     def __init__(
         self, queue: MessageQueue, priority: int, timeout: Optional[float], stopping: _Stopping
@@ -765,21 +774,26 @@ class _Sender:
         waiting_since: Optional[float] = None
         while lines:
             self.stopping.check()
-            try:
-                self.sent += self.queue.put_many(lines, timeout=0, priority=priority)
+            wait = WAIT_SLICE
+            if self.timeout is not None:
+                spent = 0.0 if waiting_since is None else time.monotonic() - waiting_since
+                wait = max(0.0, min(wait, self.timeout - spent))
+            try:  # the library waits for room: a spin, then the kernel
+                self.sent += self.queue.put_many(lines, timeout=wait, priority=priority)
                 return
             except MessageTooLargeError as error:
                 index = error.index or 0
                 if index:
                     self.send(lines[:index], priority)
                 _too_long(self.sent + 1, error.size, error.max_message_size)
-            except TimedOutError as error:  # full: some may have gone out
+            except TimedOutError as error:  # still full: some may have gone out
                 self.sent += error.sent
                 lines = lines[error.sent :]
                 if error.sent:
                     waiting_since = None
             now = time.monotonic()
-            waiting_since = waiting_since or now
+            if waiting_since is None:
+                waiting_since = now - wait
             if self.timeout is not None and now - waiting_since >= self.timeout:
                 raise CommandFailed(
                     f"timed out after {self.timeout:g} s waiting for room in queue "
@@ -787,11 +801,6 @@ class _Sender:
                 )
             if not self.told_full and now - waiting_since >= FULL_NOTICE_AFTER:
                 self._tell_full()
-            wait = FULL_NOTICE_AFTER if not self.told_full else None
-            if self.timeout is not None:
-                left = waiting_since + self.timeout - now
-                wait = left if wait is None else min(wait, left)
-            self.stopping.poll([(self.queue.fileno(), select.POLLOUT)], wait)
 
     def _tell_full(self) -> None:
         self.told_full = True
