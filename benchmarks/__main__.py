@@ -624,20 +624,35 @@ def render_table(rows: List[Dict[str, object]], meta: Dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: How render_rst groups the rows, by unit, each group a table of its own.
+TABLES = (
+    ("ns/msg", "nanoseconds per message (lower is better)"),
+    ("lines/s", "CLI lines per second, start-up included (higher is better)"),
+    ("us", "microseconds from close() to the woken call raising QueueClosedError"),
+    ("ms", "milliseconds of wall time"),
+)
+
+
 def render_rst(rows: List[Dict[str, object]], meta: Dict[str, object]) -> str:
-    columns = _columns(rows)
-    out = [
-        f".. list-table:: {meta['implementation']} {meta['python']}: medians of "
-        f"{meta['repeats']} alternated runs",
-        "   :header-rows: 1",
-        "",
-    ]
-    out.append("   * - " + "\n     - ".join(columns))
-    for row in rows:
-        out.append(
-            "   * - " + "\n     -".join(f" {_cell(row[k])}" if k in row else "" for k in columns)
-        )
-    return "\n".join(out) + "\n"
+    """The docs' tables: one per unit, each with only the columns its rows use."""
+    out: List[str] = []
+    for unit, title in TABLES:
+        group = [row for row in rows if row["unit"] == unit]
+        if not group:
+            continue
+        columns = [column for column in _columns(group) if column != "unit"]
+        out += [
+            f".. list-table:: {meta['implementation']} {meta['python']}: {title}; medians "
+            f"of {meta['repeats']} alternated runs",
+            "   :header-rows: 1",
+            "",
+            "   * - " + "\n     - ".join(columns),
+        ]
+        for row in group:
+            cells = [f" {_cell(row[column])}" if column in row else "" for column in columns]
+            out.append("   * -" + "\n     -".join(cells))
+        out.append("")
+    return "\n".join(out)
 
 
 def chart(rows: List[Dict[str, object]], path: Path, meta: Dict[str, object]) -> None:
