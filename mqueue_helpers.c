@@ -437,22 +437,9 @@ int bp_try_put(struct bp_queue *queue, const char *msg, size_t len, unsigned int
     return r;
 }
 
-/* The fast path of get(): receive into a bp_buffer's data if a message is
-   there, else -EAGAIN. A single argument, which cffi passes without building
-   a tuple; its wrapper keeps the GIL (KEEPS_GIL). */
-long long bp_try_get(char *data)
-{
-    struct bp_queue *queue = BP_BUFFER_OF(data)->queue;
-    long long r;
-    if (!bp_enter(queue))
-        return -EBADF;
-    r = bp_receive_now(queue, data);
-    bp_leave(queue);
-    return r;
-}
-
-/* The fast path of get_into(): as bp_try_get, into the caller's memory,
-   which has room for msgsize bytes (checked in Python). Keeps the GIL. */
+/* The fast path of get_into(): receive into the caller's memory, which has
+   room for msgsize bytes (checked in Python), if a message is there, else
+   -EAGAIN. Its wrapper keeps the GIL (KEEPS_GIL). */
 long long bp_try_get_into(struct bp_queue *queue, char *data)
 {
     long long r;
@@ -461,6 +448,14 @@ long long bp_try_get_into(struct bp_queue *queue, char *data)
     r = bp_receive_now(queue, data);
     bp_leave(queue);
     return r;
+}
+
+/* The fast path of get(): the same, into a bp_buffer's data. A single
+   argument, which cffi passes without building a tuple; the buffer's header
+   names the queue. Keeps the GIL too. */
+long long bp_try_get(char *data)
+{
+    return bp_try_get_into(BP_BUFFER_OF(data)->queue, data);
 }
 
 struct bp_one_send {

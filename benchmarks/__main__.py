@@ -127,8 +127,8 @@ def _time_events(
     return (time.perf_counter_ns() - start) / (rounds * 10)
 
 
-def ours_events(size: int, n: int) -> float:
-    queue = MessageQueue(name(), 10, 8192)
+def _put_get_events(queue: Any, size: int, n: int) -> float:
+    """The pattern through ``queue``'s ``put``/``get``; unlinks and closes it."""
     put, get = queue.put, queue.get
     try:
         return _time_events(
@@ -137,6 +137,10 @@ def ours_events(size: int, n: int) -> float:
     finally:
         queue.unlink()
         queue.close()
+
+
+def ours_events(size: int, n: int) -> float:
+    return _put_get_events(MessageQueue(name(), 10, 8192), size, n)
 
 
 def posix_ipc_events(size: int, n: int) -> float:
@@ -150,15 +154,7 @@ def posix_ipc_events(size: int, n: int) -> float:
 
 
 def legacy_events(size: int, n: int) -> float:
-    queue = LegacyMessageQueue(name(), 10, 8192)
-    put, get = queue.put, queue.get
-    try:
-        return _time_events(
-            lambda event: put(event, timeout=0), lambda: get(timeout=0.2), b"x" * size, n
-        )
-    finally:
-        queue.unlink()
-        queue.close()
+    return _put_get_events(LegacyMessageQueue(name(), 10, 8192), size, n)
 
 
 # -- across processes: a forked producer, this process consumes -----------------
