@@ -80,7 +80,8 @@ def sanitize(session: nox.Session) -> None:
     -Werror): the whole test suite, then a short stress run. Any report fails."""
     # Built from a copy: setuptools would leave the instrumented objects in
     # ./build for the next session's install to pick up.
-    source = Path(session.create_tmp()) / "source"
+    tmp = Path(session.create_tmp()).resolve()  # absolute: children run elsewhere
+    source = tmp / "source"
     shutil.rmtree(source, ignore_errors=True)
     shutil.copytree(
         ".", source, ignore=shutil.ignore_patterns(".*", "build", "*.so", "_build", "*.egg-info")
@@ -93,7 +94,7 @@ def sanitize(session: nox.Session) -> None:
         str(session.run("gcc", f"-print-file-name={name}", silent=True, external=True)).strip()
         for name in ("libasan.so", "libubsan.so")
     ]
-    logs = Path(session.create_tmp()) / "sanitizer-reports"
+    logs = tmp / "sanitizer-reports"
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir()
     env = {
