@@ -1150,7 +1150,7 @@ class MessageQueue:
     ) -> int:
         """The rest of :meth:`put_many`, after its first attempt sent some or none."""
         timeout_ns = _check_timeout(timeout)
-        deadline = _deadline_cell(timeout)
+        deadline = ffi.new("long long[1]", [_deadline(timeout_ns)])
         queue, total = self._queue, len(lengths)
         pointer = ffi.from_buffer(data)  # held for the whole loop: it pins `data`
         sent = offset = 0

@@ -10,6 +10,7 @@ repetitions alternated (A B C A B C ...), and medians compared. Writes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -22,7 +23,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from baseplate.message_queue import MessageQueue, QueueNotFoundError, unlink
 
@@ -57,26 +58,30 @@ def _time_round_trips(
     return (time.perf_counter_ns() - start) / n
 
 
-def ours_inproc(size: int, n: int) -> float:
-    queue = MessageQueue(name(), 10, 8192)
+@contextlib.contextmanager
+def scratch(queue: Any) -> Iterator[Any]:
+    """A benchmark's queue (ours, posix_ipc's or the old module's): unlinked
+    and closed afterwards, whatever happens."""
     try:
-        return _time_round_trips(queue.put, queue.get, b"x" * size, n)
+        yield queue
     finally:
         queue.unlink()
         queue.close()
 
 
+def ours_inproc(size: int, n: int) -> float:
+    with scratch(MessageQueue(name(), 10, 8192)) as queue:
+        return _time_round_trips(queue.put, queue.get, b"x" * size, n)
+
+
 def ours_batch(size: int, n: int) -> float:
-    queue = MessageQueue(name(), 10, 8192)
-    put_many, get_many, batch = queue.put_many, queue.get_many, [b"x" * size] * 8
-    start = time.perf_counter_ns()
-    for _ in range(n // 8):
-        put_many(batch)
-        get_many(8)
-    elapsed = time.perf_counter_ns() - start
-    queue.unlink()
-    queue.close()
-    return elapsed / (n // 8 * 8)
+    with scratch(MessageQueue(name(), 10, 8192)) as queue:
+        put_many, get_many, batch = queue.put_many, queue.get_many, [b"x" * size] * 8
+        start = time.perf_counter_ns()
+        for _ in range(n // 8):
+            put_many(batch)
+            get_many(8)
+        return (time.perf_counter_ns() - start) / (n // 8 * 8)
 
 
 def posix_ipc_queue(queue_name: str, block: bool = True) -> Any:
@@ -89,24 +94,16 @@ def posix_ipc_queue(queue_name: str, block: bool = True) -> Any:
 
 
 def posix_ipc_inproc(size: int, n: int) -> float:
-    queue = posix_ipc_queue(name())
-    try:
+    with scratch(posix_ipc_queue(name())) as queue:
         return _time_round_trips(queue.send, queue.receive, b"x" * size, n)
-    finally:
-        queue.unlink()
-        queue.close()
 
 
 def ours_get_into(size: int, n: int) -> float:
     """put() then get_into() one reused buffer: the path without a Message."""
-    queue = MessageQueue(name(), 10, 8192)
     buffer = bytearray(8192)
-    get_into = queue.get_into
-    try:
+    with scratch(MessageQueue(name(), 10, 8192)) as queue:
+        get_into = queue.get_into
         return _time_round_trips(queue.put, lambda: get_into(buffer), b"x" * size, n)
-    finally:
-        queue.unlink()
-        queue.close()
 
 
 # -- the users' event pattern: a service puts with timeout=0, a sidecar gets ----
@@ -129,14 +126,11 @@ def _time_events(
 
 def _put_get_events(queue: Any, size: int, n: int) -> float:
     """The pattern through ``queue``'s ``put``/``get``; unlinks and closes it."""
-    put, get = queue.put, queue.get
-    try:
+    with scratch(queue):
+        put, get = queue.put, queue.get
         return _time_events(
             lambda event: put(event, timeout=0), lambda: get(timeout=0.2), b"x" * size, n
         )
-    finally:
-        queue.unlink()
-        queue.close()
 
 
 def ours_events(size: int, n: int) -> float:
@@ -145,12 +139,8 @@ def ours_events(size: int, n: int) -> float:
 
 def posix_ipc_events(size: int, n: int) -> float:
     """posix_ipc's fastest way to never block: a non-blocking queue."""
-    queue = posix_ipc_queue(name(), block=False)
-    try:
+    with scratch(posix_ipc_queue(name(), block=False)) as queue:
         return _time_events(queue.send, queue.receive, b"x" * size, n)
-    finally:
-        queue.unlink()
-        queue.close()
 
 
 def legacy_events(size: int, n: int) -> float:
