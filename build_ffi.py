@@ -1,16 +1,18 @@
-"""cffi builder for ``baseplate._mqueue``: the raw binding of POSIX message queues.
+"""cffi builder for ``baseplate.message_queue._mqueue``: the raw binding of POSIX message queues.
 
 Out-of-line API mode: the C compiler checks every declaration below against
 ``<mqueue.h>``, and fills in the types and constants marked ``...``, so no
 number is hard-coded here.
 
 Besides the raw ``mq_*`` calls, it declares the small C helpers (``bp_*``)
-of ``mqueue_helpers.c``, the C source beside this file, which is compiled
-into the module (with ``-Wall -Wextra``). They exist for speed, for one
-consistent error convention (``-errno``), and to make waiting and closing
-safe; that file says how.
+that ``csrc/mqueue_helpers.c`` defines and compiles into the module (with
+``-Wall -Wextra``). They are declared once, in ``csrc/mqueue_helpers.h``,
+which that file includes and this one reads into the cdef. They exist for
+speed, for one consistent error convention (``-errno``), and to make waiting
+and closing safe; the C file says how.
 
-Run ``python build_ffi.py`` to compile the module in place for development.
+Run ``python build_ffi.py`` to compile the module in place, into
+``src/baseplate/message_queue/``, for development (then ``PYTHONPATH=src``).
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from pathlib import Path
 
 from cffi import FFI
 
-HELPERS = Path(__file__).resolve().parent / "mqueue_helpers.c"
+C_SOURCES = Path(__file__).resolve().parent / "csrc"
+HELPERS = C_SOURCES / "mqueue_helpers.c"
+HELPERS_HEADER = C_SOURCES / "mqueue_helpers.h"
 
-CDEF = """
+# The system's surface, as <mqueue.h> and its neighbours declare it.
+SYSTEM_CDEF = """
 typedef int... mqd_t;
 typedef unsigned int... mode_t;
 
@@ -50,11 +55,8 @@ struct timespec {
 #define NAME_MAX ...
 #define RLIMIT_MSGQUEUE ...
 #define NSIG ...
-#define BP_PACK_SHIFT ...
-#define BP_FOREVER ...
-#define BP_NOW ...
 
-/* The raw POSIX surface. */
+/* The raw POSIX calls. */
 mqd_t mq_open(const char *name, int oflag, ...);
 int mq_close(mqd_t mqdes);
 int mq_unlink(const char *name);
@@ -66,52 +68,15 @@ int mq_timedsend(mqd_t mqdes, const char *msg_ptr, size_t msg_len,
                  unsigned int msg_prio, const struct timespec *abs_timeout);
 ssize_t mq_timedreceive(mqd_t mqdes, char *msg_ptr, size_t msg_len,
                         unsigned int *msg_prio, const struct timespec *abs_timeout);
+"""
 
-/* The queue as the helpers see it: one per MessageQueue object (the rest of
-   its fields, atomics, are the helpers' own). */
-struct bp_queue {
-    int mqd;
-    size_t msgsize;
-    ...;
-};
-
-/* A receive buffer: the queue it serves, then room for one message. */
-struct bp_buffer {
-    struct bp_queue *queue;
-    char data[];
-};
-
-/* The helpers (mqueue_helpers.c says what each does). */
-int bp_open(struct bp_queue *queue, const char *name, int oflag, unsigned int mode,
-            long maxmsg, long msgsize);
-int bp_hold(struct bp_queue *queue);
-void bp_unhold(struct bp_queue *queue);
-int bp_is_closed(struct bp_queue *queue);
-void bp_close(struct bp_queue *queue);
-void bp_after_fork(struct bp_queue *queue);
-int bp_wake_fd(struct bp_queue *queue);
-int bp_getattr(struct bp_queue *queue, struct mq_attr *attr);
-int bp_notify(struct bp_queue *queue, int signo, int token);
-int bp_fstat(struct bp_queue *queue, unsigned int *mode, unsigned int *uid, unsigned int *gid);
-int bp_try_put(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio);
-long long bp_try_get(char *data);
-long long bp_try_get_into(struct bp_queue *queue, char *data);
-int bp_send(struct bp_queue *queue, const char *msg, size_t len, unsigned int prio,
-            long long deadline_ns);
-long long bp_receive(struct bp_queue *queue, char *data, long long deadline_ns);
-long long bp_try_put_many(struct bp_queue *queue, const char *data, const size_t *lens,
-                          size_t count, unsigned int prio);
-long long bp_send_many(struct bp_queue *queue, const char *data, const size_t *lens,
-                       size_t count, unsigned int prio, long long timeout_ns,
-                       long long *deadline, int may_wait);
-long long bp_try_get_many(struct bp_queue *queue, char *buf, size_t capacity,
-                          size_t max_count, long long *results);
-long long bp_receive_many(struct bp_queue *queue, char *buf, size_t capacity,
-                          size_t max_count, long long deadline_ns, long long *results);
-
+# Python's side of a notification by thread, which the helpers call.
+CALLBACKS_CDEF = """
 /* Run by a notification (bp_notify with a token), in a thread glibc starts. */
 extern "Python" void bp_notified(int token);
 """
+
+CDEF = SYSTEM_CDEF + HELPERS_HEADER.read_text() + CALLBACKS_CDEF
 
 # The helpers that never block: every call's first attempt. cffi releases
 # the GIL around every call; for these, releasing and retaking it was a third
@@ -154,14 +119,14 @@ ffibuilder.cdef(CDEF)
 # helpers, included so that diagnostics name their file and line, then the
 # GIL redefinitions.
 ffibuilder.set_source(
-    "baseplate._mqueue",
+    "baseplate.message_queue._mqueue",
     f'#include "{HELPERS.name}"\n{KEEP_GIL_SOURCE}',
-    include_dirs=[str(HELPERS.parent)],
+    include_dirs=[str(C_SOURCES)],
     libraries=["rt"],
-    depends=[str(HELPERS)],
+    depends=[str(HELPERS), str(HELPERS_HEADER)],
     extra_compile_args=["-Wall", "-Wextra", *EXTRA_CFLAGS],
     extra_link_args=EXTRA_CFLAGS,
 )
 
 if __name__ == "__main__":
-    ffibuilder.compile(verbose=False)
+    ffibuilder.compile(tmpdir=str(Path(__file__).resolve().parent / "src"), verbose=False)

@@ -11,7 +11,15 @@ from typing import Dict, List
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs", "doctest", "sanitize", "wheel"]
+nox.options.sessions = [
+    "tests",
+    "lint",
+    "typecheck",
+    "docs",
+    "doctest",
+    "sanitize",
+    "wheel",
+]
 # A missing interpreter fails the run, naming it: nothing is skipped quietly.
 nox.options.error_on_missing_interpreters = True
 
@@ -39,12 +47,13 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, and on the tests, benchmarks and build scripts."""
     session.install("mypy", "nox", ".[test,bench]")
-    session.run("mypy", "--strict", "-p", "baseplate")
+    session.run("mypy", "--strict", "src/baseplate")
     session.run(
         "mypy",
         "--strict",
         "tests",
         "benchmarks",
+        "stress",
         "build_ffi.py",
         "noxfile.py",
         "docs/check_html.py",
@@ -111,11 +120,11 @@ def sanitize(session: nox.Session) -> None:
             # RSS growth says nothing here: AddressSanitizer keeps freed memory
             # in quarantine. The test runs in `tests`.
             "--deselect",
-            "tests/test_reliability.py::test_memory_is_stable_over_many_round_trips",
+            "tests/library/test_reliability.py::test_memory_is_stable_over_many_round_trips",
             *session.posargs,
             env=env,
         )
-        session.run("python", "tests/stress.py", "--messages", "200000", env=env)
+        session.run("python", "stress/run.py", "--messages", "200000", env=env)
     finally:
         reports = sorted(logs.iterdir())
         for report in reports:
@@ -132,7 +141,7 @@ MEASURED = ["3.11", "pypy3"]
 def stress(session: nox.Session) -> None:
     """Millions of messages through faults; reports messages/s and losses."""
     session.install(".[test]")
-    session.run("python", "tests/stress.py", *session.posargs)
+    session.run("python", "stress/run.py", *session.posargs)
 
 
 @nox.session(python=MEASURED)
@@ -176,7 +185,7 @@ def _test_wheel(session: nox.Session, wheel: Path, interpreter: str, home: Path)
         python,
         "-I",
         "-c",
-        "import baseplate._mqueue as m; print(m.__file__)",
+        "import baseplate.message_queue._mqueue as m; print(m.__file__)",
         silent=True,
         external=True,
     )
@@ -186,7 +195,8 @@ def _test_wheel(session: nox.Session, wheel: Path, interpreter: str, home: Path)
     # start must import the wheel's baseplate, not the tree's.
     suite = home / "suite"
     shutil.rmtree(suite, ignore_errors=True)
-    shutil.copytree("tests", suite / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    for tree in ("tests", "stress"):
+        shutil.copytree(tree, suite / tree, ignore=shutil.ignore_patterns("__pycache__"))
     (suite / "docs").mkdir()
     for needed in ("README.md", "pyproject.toml", "docs/check_html.py"):
         shutil.copy(needed, suite / needed)

@@ -35,7 +35,7 @@ LOOPS = [
 
 def _loop(which: str, n: int) -> None:
     """The measured loop, run inside valgrind."""
-    from baseplate._mqueue import lib
+    from baseplate.message_queue._mqueue import lib
 
     from baseplate.message_queue import MessageQueue
 

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import run_in_mount_namespace, unlink_quietly
-from test_cli import BPMQ, SCRIPT, run
 
-from baseplate.cli import dump_line, parse_dump_line
 from baseplate.message_queue import Message, MessageQueue
+from baseplate.message_queue.cli.dump_format import dump_line, parse_dump_line
+from helpers import BPMQ, SCRIPT, run, run_in_mount_namespace, unlink_quietly
 
 MakeQueue = Callable[..., MessageQueue]
 
@@ -173,7 +172,7 @@ def _message(payload: bytes, priority: int) -> Message:
 
 LS = """
 import sys
-from baseplate.cli import main
+from baseplate.message_queue.cli import main
 sys.argv = ["baseplate-mq", "ls", *sys.argv[1:]]
 main()
 """
@@ -213,7 +212,7 @@ LS_AS_NOBODY = """
 import os, sys
 from click.testing import CliRunner
 import baseplate.message_queue
-from baseplate.cli import cli
+from baseplate.message_queue.cli.commands import cli
 pid = os.fork()
 if pid == 0:
     os.setgroups([]); os.setgid(65534); os.setuid(65534)

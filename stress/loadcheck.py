@@ -1,5 +1,5 @@
 """Producers and consumers in several processes through faults; shared by
-the CI-sized test and ``nox -s stress``.
+``nox -s stress`` (run.py) and the test suite's CI-sized run.
 
 Every payload carries (producer, sequence) and a CRC32, so the consumers can
 tell lost, duplicated and corrupted messages apart.

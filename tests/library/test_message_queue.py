@@ -27,17 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from baseplate._mqueue import ffi, lib
-from conftest import (
-    NOBODY,
-    open_fds,
-    queue_exists,
-    run_as_nobody,
-    run_in_mount_namespace,
-    settled_open_fds,
-    unique_name,
-    unlink_quietly,
-)
+from baseplate.message_queue._mqueue import ffi, lib
 
 from baseplate.message_queue import (
     PRIORITY_MAX,
@@ -56,6 +46,16 @@ from baseplate.message_queue import (
     TimedOutError,
     unlink,
     validate_name,
+)
+from helpers import (
+    NOBODY,
+    open_fds,
+    queue_exists,
+    run_as_nobody,
+    run_in_mount_namespace,
+    settled_open_fds,
+    unique_name,
+    unlink_quietly,
 )
 
 MakeQueue = Callable[..., MessageQueue]
@@ -728,7 +728,7 @@ def test_get_many_waits_for_the_first_message_only(queue: MessageQueue) -> None:
 def test_get_many_takes_more_than_one_buffer(
     make_queue: MakeQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import baseplate.message_queue as module
+    import baseplate.message_queue.batches as module
 
     monkeypatch.setattr(module, "_BATCH_BUFFER_MAX", 3 * 8)  # buffers of 3 messages
     queue = make_queue(max_messages=10, max_message_size=8)

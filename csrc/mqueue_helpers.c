@@ -1,17 +1,18 @@
-/* The C half of baseplate._mqueue: small helpers around the POSIX queue calls.
+/* The C half of baseplate.message_queue._mqueue: small helpers around the
+   POSIX queue calls.
 
-   build_ffi.py declares them to cffi (its CDEF) and compiles this file into
-   the extension, after cffi's own prologue, with -Wall -Wextra (and -Werror
+   mqueue_helpers.h declares them (and their structs and constants) once, for
+   this file and for build_ffi.py, which compiles this file into the
+   extension, after cffi's own prologue, with -Wall -Wextra (and -Werror
    under `nox -s sanitize`).
 
-   Conventions:
-   - Failures return -errno, never set errno for Python to fetch.
-   - Deadlines are CLOCK_MONOTONIC nanoseconds (time.monotonic_ns()):
-     BP_FOREVER (< 0) waits as long as it takes, BP_NOW (0) never waits,
-     anything else is the moment to give up. A retry after EINTR keeps its
-     deadline, and a wall-clock jump changes nothing.
-   - Two numbers come back packed in one: (priority or errno) << BP_PACK_SHIFT
-     | a length, offset or count.
+   Conventions (the header's): failures return -errno, never set errno for
+   Python to fetch. Deadlines are CLOCK_MONOTONIC nanoseconds
+   (time.monotonic_ns()): BP_FOREVER (< 0) waits as long as it takes, BP_NOW
+   (0) never waits, anything else is the moment to give up. A retry after
+   EINTR keeps its deadline, and a wall-clock jump changes nothing. Two
+   numbers come back packed in one: (priority or errno) << BP_PACK_SHIFT | a
+   length, offset or count.
 
    Every queue descriptor is non-blocking: the helpers never sleep inside
    mq_send or mq_receive. Waiting has one home, bp_wait_for() (below): try,
@@ -22,11 +23,9 @@
    No helper ever passes a closed, or since reused, descriptor number to the
    kernel: each holds a "use" of the queue (bp_enter/bp_leave) while it
    touches the descriptors, bp_close() only marks the queue closed, and the
-   last use out releases the descriptors.
-
-   The functions that are not static are those build_ffi.py declares to
-   cffi: its generated code calls them after this file, and so the compiler
-   checks the two against each other. */
+   last use out releases the descriptors. The fields the header marks atomic
+   are only touched through the __atomic builtins, sequentially consistent
+   (BP_ATOMIC_*), as C11's atomics would; cffi's cdef cannot parse _Atomic. */
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* ppoll */
@@ -37,7 +36,6 @@
 #include <mqueue.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -48,10 +46,21 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BP_PACK_SHIFT 30
+#include "mqueue_helpers.h"
+
 #define BP_PACK_MASK ((1LL << BP_PACK_SHIFT) - 1)
-#define BP_FOREVER (-1LL)
-#define BP_NOW 0LL
+
+/* The fields mqueue_helpers.h marks atomic, accessed as C11's seq_cst atomics. */
+#define BP_ATOMIC_LOAD(field) __atomic_load_n(&(field), __ATOMIC_SEQ_CST)
+#define BP_ATOMIC_STORE(field, value) __atomic_store_n(&(field), (value), __ATOMIC_SEQ_CST)
+#define BP_ATOMIC_EXCHANGE(field, value) __atomic_exchange_n(&(field), (value), __ATOMIC_SEQ_CST)
+#define BP_ATOMIC_ADD(field, value) __atomic_fetch_add(&(field), (value), __ATOMIC_SEQ_CST)
+#define BP_ATOMIC_SUB(field, value) __atomic_fetch_sub(&(field), (value), __ATOMIC_SEQ_CST)
+/* Compare and swap: replaces `field` by `desired` if it equals *expected, else
+   loads it into *expected. `weak` may fail spuriously (for loops). */
+#define BP_ATOMIC_CAS(field, expected, desired, weak) \
+    __atomic_compare_exchange_n(&(field), (expected), (desired), (weak), __ATOMIC_SEQ_CST, \
+                                __ATOMIC_SEQ_CST)
 
 /* The attempts that keep the GIL (see build_ffi.KEEPS_GIL) move at most this
    many messages or bytes, then hand the rest to a call that releases it. */
@@ -66,22 +75,6 @@
 /* The state word: bit 0 says closed; the rest counts the uses in flight. */
 #define BP_CLOSED 1UL
 #define BP_USE 2UL
-
-struct bp_queue {
-    int mqd;                      /* the queue's (non-blocking) descriptor */
-    size_t msgsize;               /* the queue's max_message_size */
-    _Atomic unsigned long state;  /* BP_CLOSED | uses in flight * BP_USE */
-    _Atomic unsigned long held;   /* uses held across calls by Python (bp_hold) */
-    _Atomic int wake_fd;          /* eventfd signalled by bp_close, or -1 */
-    int retired_wake_fd;          /* the parent's, after fork (see bp_after_fork) */
-};
-
-/* A receive buffer: the queue it serves, then room for one message. get()'s
-   fast path passes just `data`, and finds the queue in front of it. */
-struct bp_buffer {
-    struct bp_queue *queue;
-    char data[];
-};
 
 #define BP_BUFFER_OF(data) ((struct bp_buffer *)(void *)((data) - offsetof(struct bp_buffer, data)))
 
@@ -113,9 +106,9 @@ int bp_open(struct bp_queue *queue, const char *name, int oflag, unsigned int mo
     }
     queue->mqd = (int)mqd;
     queue->msgsize = (size_t)attr.mq_msgsize;
-    atomic_init(&queue->state, 0);
-    atomic_init(&queue->held, 0);
-    atomic_init(&queue->wake_fd, -1);
+    queue->state = 0; /* not shared yet: plain stores */
+    queue->held = 0;
+    queue->wake_fd = -1;
     queue->retired_wake_fd = -1;
     return 0;
 }
@@ -123,7 +116,7 @@ int bp_open(struct bp_queue *queue, const char *name, int oflag, unsigned int mo
 /* Closes every descriptor of the queue: by the last use out after bp_close(). */
 static void bp_release(struct bp_queue *queue)
 {
-    int wake = atomic_exchange(&queue->wake_fd, -1);
+    int wake = BP_ATOMIC_EXCHANGE(queue->wake_fd, -1);
     mq_close((mqd_t)queue->mqd);
     queue->mqd = -1;
     if (wake >= 0)
@@ -138,18 +131,18 @@ static void bp_release(struct bp_queue *queue)
    bp_leave(); or 0 if it is closed (nothing to leave). */
 static int bp_enter(struct bp_queue *queue)
 {
-    unsigned long state = atomic_load(&queue->state);
+    unsigned long state = BP_ATOMIC_LOAD(queue->state);
     do {
         if (state & BP_CLOSED)
             return 0;
-    } while (!atomic_compare_exchange_weak(&queue->state, &state, state + BP_USE));
+    } while (!BP_ATOMIC_CAS(queue->state, &state, state + BP_USE, 1));
     return 1;
 }
 
 /* Gives a use back; the last one out of a closed queue releases it. */
 static void bp_leave(struct bp_queue *queue)
 {
-    if (atomic_fetch_sub(&queue->state, BP_USE) == (BP_CLOSED | BP_USE))
+    if (BP_ATOMIC_SUB(queue->state, BP_USE) == (BP_CLOSED | BP_USE))
         bp_release(queue);
 }
 
@@ -159,38 +152,37 @@ int bp_hold(struct bp_queue *queue)
 {
     if (!bp_enter(queue))
         return 0;
-    atomic_fetch_add(&queue->held, 1);
+    BP_ATOMIC_ADD(queue->held, 1);
     return 1;
 }
 
 void bp_unhold(struct bp_queue *queue)
 {
-    atomic_fetch_sub(&queue->held, 1);
+    BP_ATOMIC_SUB(queue->held, 1);
     bp_leave(queue);
 }
 
 int bp_is_closed(struct bp_queue *queue)
 {
-    return (atomic_load(&queue->state) & BP_CLOSED) != 0;
+    return (BP_ATOMIC_LOAD(queue->state) & BP_CLOSED) != 0;
 }
 
 /* Marks the queue closed and wakes every wait on it; the descriptors are
    released at once, or by the last call still using them. Idempotent. */
 void bp_close(struct bp_queue *queue)
 {
-    unsigned long state = atomic_load(&queue->state);
+    unsigned long state = BP_ATOMIC_LOAD(queue->state);
     int wake;
     /* Close and take a use in one step: the wake descriptor must stay open
        while it is signalled. */
     do {
         if (state & BP_CLOSED)
             return;
-    } while (!atomic_compare_exchange_weak(&queue->state, &state,
-                                           (state | BP_CLOSED) + BP_USE));
+    } while (!BP_ATOMIC_CAS(queue->state, &state, (state | BP_CLOSED) + BP_USE, 1));
     /* A sleeper publishes its wake descriptor, then checks BP_CLOSED; this
        sets BP_CLOSED, then reads the descriptor (all sequentially
        consistent): either it sees ours, or we see its. */
-    wake = atomic_load(&queue->wake_fd);
+    wake = BP_ATOMIC_LOAD(queue->wake_fd);
     if (wake >= 0) {
         uint64_t one = 1;
         ssize_t written;
@@ -210,15 +202,15 @@ void bp_close(struct bp_queue *queue)
    still watch it) until the queue is released. */
 void bp_after_fork(struct bp_queue *queue)
 {
-    unsigned long closed = atomic_load(&queue->state) & BP_CLOSED;
-    unsigned long held = atomic_load(&queue->held);
-    int inherited = atomic_exchange(&queue->wake_fd, -1);
+    unsigned long closed = BP_ATOMIC_LOAD(queue->state) & BP_CLOSED;
+    unsigned long held = BP_ATOMIC_LOAD(queue->held);
+    int inherited = BP_ATOMIC_EXCHANGE(queue->wake_fd, -1);
     if (inherited >= 0) {
         if (queue->retired_wake_fd >= 0)
             close(queue->retired_wake_fd);
         queue->retired_wake_fd = inherited;
     }
-    atomic_store(&queue->state, closed | held * BP_USE);
+    BP_ATOMIC_STORE(queue->state, closed | held * BP_USE);
     if (closed && held == 0 && queue->mqd >= 0)
         bp_release(queue);
 }
@@ -227,14 +219,14 @@ void bp_after_fork(struct bp_queue *queue)
    pay a descriptor for it), or -errno. The caller holds a use. */
 int bp_wake_fd(struct bp_queue *queue)
 {
-    int fd = atomic_load(&queue->wake_fd);
+    int fd = BP_ATOMIC_LOAD(queue->wake_fd);
     int created;
     if (fd >= 0)
         return fd;
     created = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (created < 0)
         return -errno;
-    if (atomic_compare_exchange_strong(&queue->wake_fd, &fd, created))
+    if (BP_ATOMIC_CAS(queue->wake_fd, &fd, created, 0))
         return created;
     close(created); /* another thread published one first: `fd` holds it */
     return fd;
@@ -331,11 +323,11 @@ static long long bp_receive_now(struct bp_queue *queue, char *data)
 
 static long long bp_spin_ns(void)
 {
-    static _Atomic long long spin = -1;
-    long long known = atomic_load_explicit(&spin, memory_order_relaxed);
+    static long long spin = -1; /* relaxed: every thread computes the same */
+    long long known = __atomic_load_n(&spin, __ATOMIC_RELAXED);
     if (known < 0) {
         known = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? BP_SPIN_NS : 0;
-        atomic_store_explicit(&spin, known, memory_order_relaxed);
+        __atomic_store_n(&spin, known, __ATOMIC_RELAXED);
     }
     return known;
 }

@@ -1,4 +1,6 @@
-"""``nox -s stress``: millions of messages through faults; prints the counts."""
+"""``nox -s stress`` (``python stress/run.py``): millions of messages through
+faults; prints the counts, and fails on any message lost, duplicated or
+corrupted."""
 
 from __future__ import annotations
 
@@ -6,9 +8,8 @@ import argparse
 import json
 import uuid
 
-from loadcheck import run_load
-
 from baseplate.message_queue import MessageQueue
+from loadcheck import run_load
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from test_cli import BPMQ, run
 
-from baseplate.cli import EXIT_IO_ERROR
 from baseplate.message_queue import MessageQueue, TimedOutError
+from baseplate.message_queue.cli.exits import EXIT_IO_ERROR
+from helpers import BPMQ, run
 
 MakeQueue = Callable[..., MessageQueue]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,31 +13,19 @@ from typing import Callable
 
 import pytest
 from click.testing import CliRunner
-from conftest import queue_exists
 
-from baseplate.cli import cli, legacy
 from baseplate.message_queue import MessageQueue
+from baseplate.message_queue.cli.commands import cli
+from baseplate.message_queue.cli.legacy import legacy
+from helpers import BPMQ, SCRIPT, SEED, queue_exists, run
 
 MakeQueue = Callable[..., MessageQueue]
 
-SCRIPT = shutil.which("baseplate-mq", path=os.path.dirname(sys.executable)) or shutil.which(
-    "baseplate-mq"
-)
 # The same command group, three ways in.
 ENTRY_POINTS = {
-    "script": [SCRIPT or "baseplate-mq"],
-    "python -m baseplate.cli": [sys.executable, "-m", "baseplate.cli"],
+    "script": BPMQ,
+    "python -m baseplate.message_queue.cli": [sys.executable, "-m", "baseplate.message_queue.cli"],
 }
-SEED = [sys.executable, "-m", "baseplate.message_queue"]
-BPMQ = ENTRY_POINTS["script"]
-
-
-def run(
-    args: list[str], input: bytes = b"", timeout: float = 60
-) -> subprocess.CompletedProcess[bytes]:
-    result = subprocess.run(args, input=input, capture_output=True, timeout=timeout)
-    assert b"Traceback" not in result.stderr, result.stderr.decode()
-    return result
 
 
 def test_console_script_is_installed() -> None:
@@ -51,6 +38,51 @@ def test_round_trip_through_each_entry_point(entry: str, queue_name: str) -> Non
     assert run([*command, "write", queue_name], b"hello\n").returncode == 0
     result = run([*command, "read", queue_name, "--count", "1"])
     assert (result.returncode, result.stdout) == (0, b"hello\n")
+
+
+# Runs an entry point as Python would (runpy, as -m and a script do), then
+# says at exit which module files were loaded under two names: a second copy
+# of the library would bring a second fork hook and notification registry.
+LOADED_TWICE = """
+import atexit, collections, os, runpy, sys
+
+def loaded_twice():
+    files = collections.Counter(
+        os.path.realpath(module.__file__)
+        for module in list(sys.modules.values())
+        if getattr(module, "__file__", None) and "baseplate" in module.__file__
+    )
+    sys.stderr.write(f"LOADED TWICE: {sorted(f for f, n in files.items() if n > 1)}\\n")
+    sys.stderr.write(f"LOADED: {sum(files.values())}\\n")
+
+atexit.register(loaded_twice)
+way, target, *sys.argv[1:] = sys.argv[1:]
+sys.argv[0] = target
+if way == "-m":
+    runpy._run_module_as_main(target)
+else:
+    runpy.run_path(target, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    "way, target, command",
+    [
+        ("-m", "baseplate.message_queue", ["--create"]),
+        ("-m", "baseplate.message_queue.cli", ["create"]),
+        ("script", "baseplate-mq", ["create"]),
+    ],
+)
+def test_the_library_is_imported_once_in_every_way_of_running_it(
+    way: str, target: str, command: list[str], queue_name: str
+) -> None:
+    if way == "script":
+        assert SCRIPT is not None
+        target = SCRIPT
+    result = run([sys.executable, "-c", LOADED_TWICE, way, target, *command, queue_name])
+    assert result.returncode == 0, result.stderr
+    assert b"LOADED TWICE: []\n" in result.stderr, result.stderr
+    assert b"LOADED: 0\n" not in result.stderr  # the probe saw the library
 
 
 def test_seed_syntax_write_then_read(queue_name: str) -> None:
@@ -332,7 +364,10 @@ def test_version_and_help_on_every_command() -> None:
 
 def test_help_needs_no_queue_library() -> None:
     """--help starts fast: it must not load the cffi extension."""
-    code = "import sys; from baseplate.cli import cli; print('baseplate._mqueue' in sys.modules)"
+    code = (
+        "import sys; from baseplate.message_queue.cli.commands import cli; "
+        "print('baseplate.message_queue._mqueue' in sys.modules)"
+    )
     assert run([sys.executable, "-c", code]).stdout == b"False\n"
 
 

@@ -11,14 +11,15 @@ import time
 from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
-from conftest import unique_name, unlink_quietly
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from loadcheck import payload, run_load
 
 from baseplate.message_queue import MessageQueue, TimedOutError
+from helpers import STRESS, load_harness, unique_name, unlink_quietly
 
 MakeQueue = Callable[..., MessageQueue]
+loadcheck = load_harness()
+payload, run_load = loadcheck.payload, loadcheck.run_load
 
 
 def test_load_with_a_signal_storm_delivers_every_message_exactly_once(
@@ -42,7 +43,7 @@ def test_kill_9_mid_stream_leaves_the_queue_consistent(make_queue: MakeQueue, vi
     code = f"""
 import sys
 from baseplate.message_queue import MessageQueue
-sys.path.insert(0, {os.path.dirname(__file__)!r})
+sys.path.insert(0, {str(STRESS)!r})
 from loadcheck import payload
 q = MessageQueue({queue.name!r})
 if {victim!r} == "producer":
@@ -278,9 +279,8 @@ def test_creation_honours_the_umask_like_a_file(queue_name: str) -> None:
 
 
 def test_huge_and_hostile_sizes_create_nothing(queue_name: str) -> None:
-    from conftest import queue_exists
-
     from baseplate.message_queue import InvalidParametersError
+    from helpers import queue_exists
 
     hostile: List[Dict[str, Any]] = [
         {"max_messages": 2**63},
@@ -323,9 +323,8 @@ def test_read_keeps_waiting_on_a_queue_unlinked_under_it(make_queue: MakeQueue) 
 
 
 def test_descriptor_limit_gives_a_clear_error(queue_name: str) -> None:
-    from conftest import run_as_nobody
-
     from baseplate.message_queue import MessageQueueOSError
+    from helpers import run_as_nobody
 
     def exhaust() -> str:
         opened = []

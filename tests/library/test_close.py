@@ -14,9 +14,9 @@ import time
 from typing import Any, Callable
 
 import pytest
-from conftest import settled_open_fds, unique_name, unlink_quietly
 
 from baseplate.message_queue import MessageQueue, QueueClosedError, TimedOutError
+from helpers import settled_open_fds, unique_name, unlink_quietly
 
 MakeQueue = Callable[..., MessageQueue]
 

@@ -17,14 +17,14 @@ from typing import Callable
 
 import pytest
 from click.testing import CliRunner
-from conftest import queue_exists, run_as_nobody, unlink_quietly
-from test_cli import BPMQ, SCRIPT, run
 
-from baseplate.cli import EXIT_SHORT_READ, cli
 from baseplate.message_queue import MessageQueue
+from baseplate.message_queue.cli.commands import cli
+from baseplate.message_queue.cli.exits import EXIT_SHORT_READ
+from helpers import BPMQ, ROOT, SCRIPT, queue_exists, run, run_as_nobody, unlink_quietly
 
 MakeQueue = Callable[..., MessageQueue]
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
 
 
 # -- bounded loss when the reader quits ------------------------------------------

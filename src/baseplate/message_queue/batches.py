@@ -1,0 +1,195 @@
+"""Batches: :meth:`~MessageQueue.put_many` and :meth:`~MessageQueue.get_many`,
+many messages in one call into C.
+
+A mixin of :class:`~baseplate.message_queue.MessageQueue`, whose state it
+uses: the descriptor, the sizes, and a pool of batch buffers. Like the
+single-message calls, each first attempt keeps the GIL and never blocks
+(at most 64 messages, or about 64 KiB); the rest waits in
+:mod:`~baseplate.message_queue.waiting`.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional
+
+from baseplate.message_queue._mqueue import ffi, lib
+
+from baseplate.message_queue import waiting
+from baseplate.message_queue.checks import (
+    NOW,
+    PRIORITY_MAX,
+    TIMEOUT_MAX,
+    TIMEOUT_MAX_INT,
+    MessageData,
+    as_buffer,
+    check_count,
+    check_priority,
+    check_timeout,
+    nbytes,
+)
+from baseplate.message_queue.errors import (
+    MessageQueueError,
+    MessageTooLargeError,
+    about,
+    closed_error,
+)
+from baseplate.message_queue.message import LENGTH_MASK, PACK_SHIFT, Message, message_at
+
+# put_many()'s default priority: a fast path tests `priority is _LOWEST` first.
+_LOWEST = 0
+# Largest receive buffer get_many() allocates per call (it loops for more).
+_BATCH_BUFFER_MAX = 1 << 20
+# Receive buffers are filled by the kernel: zeroing them first is wasted work.
+_alloc = ffi.new_allocator(should_clear_after_alloc=False)
+_unpack = ffi.unpack
+# The first attempts, bound once: looking them up on `lib` costs on every call.
+_bp_try_put_many = lib.bp_try_put_many
+_bp_try_get_many = lib.bp_try_get_many
+
+#: A batch buffer: (data buffer, a cffi buffer over it, its capacity, results
+#: array, how many results it holds).
+BatchBuffer = tuple[Any, Any, int, Any, int]
+
+
+class BatchCalls:
+    """The batch calls of :class:`~baseplate.message_queue.MessageQueue`."""
+
+    name: str
+    _queue: Any
+    _closed: bool
+    _maxmsg: int
+    _msgsize: int
+    # Batch buffers not in use, as MessageQueue keeps its receive buffers.
+    _batch_buffers: deque[BatchBuffer]
+
+    if TYPE_CHECKING:  # pragma: no cover
+
+        def _error(self, err: int, operation: str, size: int = 0) -> MessageQueueError: ...
+
+    def put_many(
+        self, messages: Iterable[MessageData], timeout: Optional[float] = None, priority: int = 0
+    ) -> int:
+        """Send ``messages`` in order, with one call into C for the lot.
+
+        Every message is checked first: if one has the wrong type or is too
+        long, nothing is sent (the error's ``index`` says which). A single
+        str or bytes is refused with :class:`TypeError`: use :meth:`put`. ``timeout``
+        bounds the wait for room *for each message*, as it bounds the wait
+        for the first message in :meth:`get_many`; when it runs out,
+        :class:`TimedOutError` says in ``sent`` how many went out (and so
+        does :class:`QueueClosedError` if the queue is closed meanwhile).
+
+        :returns: the number of messages sent, i.e. all of them.
+        """
+        if type(messages) is list:
+            batch: List[Any] = messages
+        elif isinstance(messages, (str, bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"put_many takes an iterable of messages, not one {type(messages).__name__}: "
+                "use put() for a single message"
+            )
+        else:
+            batch = list(messages)
+        if priority is not _LOWEST and (
+            type(priority) is not int or not 0 <= priority < PRIORITY_MAX
+        ):
+            priority = check_priority(priority)
+        if timeout is not None and not (
+            (type(timeout) is float and 0.0 <= timeout <= TIMEOUT_MAX)
+            or (type(timeout) is int and 0 <= timeout <= TIMEOUT_MAX_INT)
+        ):
+            check_timeout(timeout)
+        if not batch:
+            if self._closed:
+                raise closed_error(self.name)
+            return 0
+        try:
+            data = b"".join(batch)
+        except TypeError:
+            batch = [as_buffer(m, i) for i, m in enumerate(batch)]
+            data = b"".join(batch)
+        # len() counts bytes only for bytes and bytearray; any other buffer
+        # (array('h'), ctypes...) says its size in bytes through memoryview.
+        lengths = [len(m) if type(m) is bytes else nbytes(m) for m in batch]
+        count = len(lengths)
+        result = _bp_try_put_many(self._queue, data, lengths, count, priority)
+        if result == count:  # all sent, no errno
+            return count
+        if result >> PACK_SHIFT == errno.EMSGSIZE:  # checked in C before sending any
+            index = result & LENGTH_MASK
+            raise about(
+                MessageTooLargeError(
+                    f"message {index} of the batch has {lengths[index]} bytes, more than queue "
+                    f"{self.name!r} allows (max_message_size={self._msgsize}); nothing was sent",
+                    lengths[index],
+                    self._msgsize,
+                    index,
+                ),
+                self.name,
+            )
+        return waiting.send_batch(self, data, lengths, priority, timeout, result)
+
+    def get_many(self, max_count: int, timeout: Optional[float] = None) -> List[Message]:
+        """Wait per ``timeout`` for one message, then take every message already
+        waiting, up to ``max_count`` in all, in the order :meth:`get` would.
+
+        Raises :class:`TimedOutError` only if no message came in time. An
+        error after some messages were taken returns those; the next call
+        raises it.
+        """
+        if type(max_count) is not int or max_count < 1:
+            max_count = check_count(max_count, "max_count")
+        if timeout is not None and not (
+            (type(timeout) is float and 0.0 <= timeout <= TIMEOUT_MAX)
+            or (type(timeout) is int and 0 <= timeout <= TIMEOUT_MAX_INT)
+        ):
+            check_timeout(timeout)
+        batches = self._batch_buffers
+        try:
+            batch = batches.pop()
+        except IndexError:
+            batch = self._new_batch_buffer()
+        buf, view, capacity, results, slots = batch
+        queue = self._queue
+        messages: List[Message] = []
+        try:
+            result = _bp_try_get_many(queue, buf, capacity, min(slots, max_count), results)
+            while True:
+                count = result & LENGTH_MASK
+                if count:
+                    start = 0
+                    for end in _unpack(results, count):
+                        if end <= LENGTH_MASK:  # priority 0, the common case
+                            messages.append(Message(view[start:end]))
+                            start = end
+                        else:
+                            messages.append(message_at(view, start, end))
+                            start = end & LENGTH_MASK
+                    if len(messages) == max_count:
+                        return messages
+                    if result >> PACK_SHIFT:
+                        return messages  # drained, or an error for the next call
+                    # The first attempt stopped at its own limits: take the
+                    # rest with the GIL released (still without waiting).
+                    want = min(slots, max_count - len(messages))
+                    result = lib.bp_receive_many(queue, buf, capacity, want, NOW, results)
+                elif messages:
+                    return messages  # drained, or an error for the next call
+                else:
+                    result = waiting.receive_batch(
+                        self, batch, max_count, timeout, result >> PACK_SHIFT
+                    )
+        finally:
+            batches.append(batch)
+
+    def _new_batch_buffer(self) -> BatchBuffer:
+        """Room for as many messages as the queue holds (at most about 1 MiB):
+        (data buffer, a cffi buffer over it, its capacity, results array, how
+        many results it holds).
+        """
+        slots = min(self._maxmsg, max(1, _BATCH_BUFFER_MAX // self._msgsize))
+        capacity = slots * self._msgsize
+        data = _alloc("char[]", capacity)
+        return (data, ffi.buffer(data), capacity, _alloc("long long[]", slots), slots)

@@ -1,0 +1,5 @@
+"""``python -m baseplate.message_queue.cli``: the ``baseplate-mq`` command."""
+
+from baseplate.message_queue.cli import main
+
+main()

@@ -1,0 +1,372 @@
+"""The ``baseplate-mq`` commands: each a thin click shell over the modules
+beside it (options, queues, streaming loops, dump format), run under
+:func:`~baseplate.message_queue.cli.exits.reports_errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Optional
+
+import click
+
+from baseplate.message_queue.cli.dump_format import dump_line
+from baseplate.message_queue.cli.exits import EXIT_SHORT_READ, CommandFailed, reports_errors
+from baseplate.message_queue.cli.options import QUEUE, SECONDS, delimiter, size_options
+from baseplate.message_queue.cli.queues import (
+    check_same,
+    effective_mode,
+    open_queue,
+    queue_facts,
+    stat_facts,
+)
+from baseplate.message_queue.cli.signals import Stopping
+from baseplate.message_queue.cli.stdio import check_stdio
+from baseplate.message_queue.cli.streaming import DEFAULT_IN_FLIGHT, consume, produce, restore
+from baseplate.message_queue.cli.words import printable
+from baseplate.message_queue.errors import MessageQueueError, QueueNotFoundError
+from baseplate.message_queue.system import mqueue_mount
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="baseplate-mq", prog_name="baseplate-mq")
+def cli() -> None:
+    """Read, write and inspect POSIX message queues.
+
+    \b
+    Example:
+        echo hello | baseplate-mq write /demo
+        baseplate-mq read /demo --count 1
+    """
+
+
+@cli.command()
+@click.argument("queue", type=QUEUE)
+@click.option("-n", "--count", type=click.IntRange(min=0), help="Stop after exactly N messages.")
+@click.option(
+    "-t",
+    "--timeout",
+    type=SECONDS,
+    help="Stop once the queue has been empty for this many seconds (status 0; "
+    f"{EXIT_SHORT_READ} if --count was not reached).",
+)
+@click.option("-0", "--null", is_flag=True, help="End each message with NUL, not newline.")
+@click.option(
+    "--in-flight",
+    type=click.IntRange(min=1),
+    default=DEFAULT_IN_FLIGHT,
+    show_default=True,
+    help="On a pipe or socket, take at most N messages the reader has not read yet: "
+    "all that can be lost if it quits. Larger is faster.",
+)
+@size_options
+@click.option(
+    "--create/--no-create",
+    default=True,
+    show_default=True,
+    help="Create the queue if it does not exist (and say so on stderr).",
+)
+@reports_errors
+def read(
+    queue: str,
+    count: Optional[int],
+    timeout: Optional[float],
+    null: bool,
+    in_flight: int,
+    max_messages: int,
+    max_message_size: int,
+    mode: int,
+    create: bool,
+) -> None:
+    """Print messages from QUEUE as they arrive, one per line.
+
+    Messages are written as raw bytes. A message taken from the queue is
+    written out whole or put back, whatever stops the command; only on a
+    pipe or socket whose reader quits can up to --in-flight messages it had
+    not read be lost. Use --count N to take exactly N.
+
+    \b
+    Example:
+        baseplate-mq read /events --count 10 --timeout 5
+    """
+    check_stdio(1, "output")
+    with Stopping() as stopping:
+        opened, _ = open_queue(queue, max_messages, max_message_size, create, mode)
+        with opened:
+            got = consume(opened, count, timeout, delimiter(null), in_flight, stopping)
+        stopping.check()  # a signal at the very end still says so
+    _check_count(got, count, timeout)
+
+
+def _check_count(got: int, count: Optional[int], timeout: Optional[float]) -> None:
+    """Fail (status 3) when ``--count`` was not reached before the timeout."""
+    if count is not None and got < count:
+        raise CommandFailed(
+            f"got {got} of {count} messages before the {timeout or 0:g} s timeout",
+            EXIT_SHORT_READ,
+        )
+
+
+@cli.command()
+@click.argument("queue", type=QUEUE)
+@click.option(
+    "-p",
+    "--priority",
+    type=click.IntRange(min=0, max=32767),
+    default=0,
+    show_default=True,
+    help="Priority of the messages (higher are received first).",
+)
+@click.option(
+    "-t",
+    "--timeout",
+    type=SECONDS,
+    help="Fail if a message cannot be sent within this many seconds (queue full).",
+)
+@click.option("-0", "--null", is_flag=True, help="Input is NUL-delimited, not newline-delimited.")
+@size_options
+@click.option(
+    "--create/--no-create",
+    default=True,
+    show_default=True,
+    help="Create the queue if it does not exist (and say so on stderr).",
+)
+@reports_errors
+def write(
+    queue: str,
+    priority: int,
+    timeout: Optional[float],
+    null: bool,
+    max_messages: int,
+    max_message_size: int,
+    mode: int,
+    create: bool,
+) -> None:
+    """Send each line of standard input to QUEUE as a message.
+
+    The line ending is not sent; an empty line is an empty message. Waits
+    while the queue is full (and says so after a second, on a terminal).
+
+    \b
+    Example:
+        printf 'one\\ntwo\\n' | baseplate-mq write /events --priority 3
+    """
+    check_stdio(0, "input")
+    with Stopping() as stopping:
+        opened, _ = open_queue(queue, max_messages, max_message_size, create, mode)
+        with opened:
+            produce(opened, priority, timeout, delimiter(null), stopping)
+        stopping.check()
+
+
+@cli.command()
+@click.argument("queue", type=QUEUE)
+@size_options
+@click.option("--exclusive", is_flag=True, help="Fail if the queue already exists.")
+@reports_errors
+def create(
+    queue: str, max_messages: int, max_message_size: int, mode: int, exclusive: bool
+) -> None:
+    """Create QUEUE and print its sizes and mode.
+
+    If QUEUE exists with the same sizes and mode, that is success too; with
+    others, it fails and says how to re-create it.
+
+    \b
+    Example:
+        baseplate-mq create /events --max-messages 10 --mode 600
+    """
+    from baseplate.message_queue.queue import MessageQueue  # loads the binding
+
+    if exclusive:
+        opened = MessageQueue(queue, max_messages, max_message_size, mode=mode, exclusive=True)
+    else:
+        opened, created = open_queue(queue, max_messages, max_message_size, True, mode, False)
+        if not created:
+            check_same(opened, max_messages, max_message_size, effective_mode(mode))
+    with opened:
+        click.echo(
+            f"{opened.name}: max_messages={opened.max_messages} "
+            f"max_message_size={opened.max_message_size} mode={opened.mode:04o}"
+        )
+
+
+@cli.command()
+@click.argument("queue", type=QUEUE)
+@click.option("-f", "--force", is_flag=True, help="Do not fail if the queue does not exist.")
+@reports_errors
+def unlink(queue: str, force: bool) -> None:
+    """Remove QUEUE. Processes that have it open keep it until they close it.
+
+    \b
+    Example:
+        baseplate-mq unlink /events
+    """
+    from baseplate.message_queue.queue import unlink as unlink_queue  # loads the binding
+
+    try:
+        unlink_queue(queue)
+    except QueueNotFoundError:
+        if not force:
+            raise
+
+
+@cli.command()
+@click.argument("queue", type=QUEUE)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@reports_errors
+def info(queue: str, as_json: bool) -> None:
+    """Show the sizes, contents, mode and owner of QUEUE (never creates it).
+
+    \b
+    Example:
+        baseplate-mq info /events --json
+    """
+    from baseplate.message_queue.queue import MessageQueue  # loads the binding
+
+    with MessageQueue(queue, create=False) as opened:
+        facts = queue_facts(opened)
+    if as_json:
+        click.echo(json.dumps(facts))
+    else:
+        for key, value in facts.items():
+            click.echo(f"{key}: {value}")
+
+
+@cli.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of info objects.")
+@reports_errors
+def list_queues(as_json: bool) -> None:
+    """List every queue on this host that this user can see, by name.
+
+    Columns: name, messages waiting, max messages, max message size, mode,
+    owner; ? where this user may not open the queue. The names come from the
+    mqueue file system, which must be mounted.
+
+    \b
+    Example:
+        baseplate-mq ls --json
+    """
+    from baseplate.message_queue.queue import MessageQueue  # loads the binding
+
+    mount = mqueue_mount()
+    if mount is None:
+        raise CommandFailed(
+            "the mqueue file system is not mounted, so the queues cannot be listed; "
+            "mount it as root: mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue"
+        )
+    queues = []
+    for entry in sorted(os.listdir(mount)):
+        name = "/" + entry
+        try:
+            with MessageQueue(name, create=False) as opened:
+                facts: Optional[Dict[str, Any]] = queue_facts(opened)
+        except QueueNotFoundError:
+            continue  # unlinked meanwhile
+        except MessageQueueError:  # not ours to open: what the file system shows
+            facts = stat_facts(name, os.path.join(mount, entry))
+        if facts is not None:
+            queues.append(facts)
+    if as_json:
+        click.echo(json.dumps(queues))
+        return
+    header = ("NAME", "MESSAGES", "MAX", "SIZE", "MODE", "OWNER")
+    rows = [header] + [
+        (
+            printable(q["name"]),
+            *("?" if q[key] is None else str(q[key]) for key in _LS_NUMBERS),
+            q["mode"],
+            q["owner"] or str(q["uid"]),
+        )
+        for q in queues
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+_LS_NUMBERS = ("current_messages", "max_messages", "max_message_size")
+
+
+@cli.command()
+@click.argument("queue", type=QUEUE)
+@click.option("-n", "--count", type=click.IntRange(min=0), help="Take at most N messages.")
+@click.option(
+    "-t",
+    "--timeout",
+    type=SECONDS,
+    default=0.0,
+    show_default=True,
+    help="Wait this long for more once the queue is empty (exit 3 if --count was not reached).",
+)
+@click.option(
+    "--in-flight",
+    type=click.IntRange(min=1),
+    default=DEFAULT_IN_FLIGHT,
+    show_default=True,
+    help="As for read: on a pipe or socket, at most N messages unread by the reader.",
+)
+@reports_errors
+def dump(queue: str, count: Optional[int], timeout: float, in_flight: int) -> None:
+    """Take QUEUE's messages and write them as JSON Lines, with their priorities.
+
+    Drains the queue (or takes --count N), following read's rules: a message
+    taken is written out whole or put back. Each line is an object:
+    {"v": 1, "priority": P, "text": "..."} for UTF-8 text, or "base64"
+    instead of "text" for other bytes. load puts them back.
+
+    \b
+    Example:
+        baseplate-mq dump /events > saved.jsonl
+        baseplate-mq load /events --create < saved.jsonl
+    """
+    check_stdio(1, "output")
+    with Stopping() as stopping:
+        opened, _ = open_queue(queue, 1, 1, False, 0o600)
+        with opened:
+            got = consume(opened, count, timeout, b"\n", in_flight, stopping, dump_line)
+        stopping.check()
+    _check_count(got, count, timeout)
+
+
+@cli.command()
+@click.argument("queue", type=QUEUE)
+@click.option(
+    "-t",
+    "--timeout",
+    type=SECONDS,
+    help="Fail if a message cannot be sent within this many seconds (queue full).",
+)
+@size_options
+@click.option(
+    "--create/--no-create",
+    default=False,
+    show_default=True,
+    help="Create the queue if it does not exist (and say so on stderr).",
+)
+@reports_errors
+def load(
+    queue: str,
+    timeout: Optional[float],
+    max_messages: int,
+    max_message_size: int,
+    mode: int,
+    create: bool,
+) -> None:
+    """Send the messages of dump's JSON Lines on standard input to QUEUE.
+
+    In order, with their priorities. A message longer than the queue's
+    max_message_size, or a line that is not dump's format, stops it: the
+    lines before it were loaded, and stderr names the line.
+
+    \b
+    Example:
+        baseplate-mq load /events --create --max-message-size 4096 < saved.jsonl
+    """
+    check_stdio(0, "input")
+    with Stopping() as stopping:
+        opened, _ = open_queue(queue, max_messages, max_message_size, create, mode)
+        with opened:
+            restore(opened, timeout, stopping)
+        stopping.check()

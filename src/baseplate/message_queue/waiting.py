@@ -1,0 +1,255 @@
+"""Waiting: the one home of every call that must wait for a queue.
+
+A call first tries once (in :mod:`~baseplate.message_queue.queue`, one call
+into C that never blocks). Only if the queue was not ready does it come here,
+to :func:`retries`, the loop that owns deadlines, ``EINTR`` and the choice of
+driver:
+
+- in the kernel (:func:`wait`): the next attempt is a call into C that spins
+  for up to 10 µs, then sleeps in ``ppoll`` on the queue and its wake
+  descriptor, with the GIL released;
+- through a monkey-patched ``select.select`` (gevent, eventlet), so that
+  other greenlets run (:func:`wait`, cooperatively);
+- on an asyncio event loop (:func:`wait_async`, :class:`AsyncWaits`).
+
+It calls the binding's waiting and use-counting helpers, never sends or
+receives itself, and turns errors into exceptions only through the queue's
+``_error`` (:func:`~baseplate.message_queue.errors.error_for`).
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import time
+from typing import TYPE_CHECKING, Any, Callable, Generator, List
+
+from baseplate.message_queue._mqueue import ffi, lib
+
+from baseplate.message_queue.checks import NOW, check_timeout
+from baseplate.message_queue.errors import (
+    MessageQueueError,
+    QueueClosedError,
+    TimedOutError,
+    about,
+)
+from baseplate.message_queue.message import LENGTH_MASK, PACK_SHIFT
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Protocol
+
+    class Waitable(Protocol):
+        """What waiting needs of a queue object."""
+
+        name: str
+        _queue: Any  # its struct bp_queue *
+
+        def _error(self, err: int, operation: str, size: int = 0) -> MessageQueueError: ...
+
+
+#: An attempt: ``attempt(may_wait)`` calls into C once more, returning a
+#: result ``>= 0`` once done, else ``-errno``. With ``may_wait`` it may also
+#: spin and sleep in the kernel until the deadline.
+Attempt = Callable[[bool], int]
+
+_WOULD_BLOCK = (errno.EAGAIN, errno.ETIMEDOUT)
+# Without a wake descriptor (none could be had), a wait looks again this often.
+_BLIND_WAIT = 0.02
+_monotonic_ns = time.monotonic_ns
+
+
+def _native_select(candidate: Any) -> Any:
+    """Return ``candidate`` if it is the interpreter's own ``select.select``."""
+    return candidate if getattr(candidate, "__module__", None) == "select" else None
+
+
+# When select.select is still this function, blocking in the kernel is fine;
+# when gevent or eventlet has replaced it, waits must go through theirs.
+_NATIVE_SELECT = _native_select(select.select)
+
+
+def deadline_ns(timeout_ns: int) -> int:
+    """The bp_* deadline for a checked timeout: forever, now, or a monotonic time."""
+    if timeout_ns <= 0:
+        return timeout_ns
+    return _monotonic_ns() + timeout_ns
+
+
+def deadline_cell(timeout: Any) -> Any:
+    """The deadline for ``timeout`` (checked), in a ``long long[1]`` that C can move."""
+    return ffi.new("long long[1]", [deadline_ns(check_timeout(timeout))])
+
+
+def retries(
+    queue: Waitable,
+    attempt: Attempt,
+    writable: bool,
+    deadline: Any,
+    err: int,
+    size: int,
+    cooperative: bool,
+) -> Generator[int, None, int]:
+    """The waiting loop of every call, after its first attempt failed with ``err``.
+
+    ``deadline`` is a ``long long[1]``, which put_many's attempts move on.
+    When waiting must happen outside the kernel (``cooperative``: gevent,
+    asyncio), this yields the deadline, and the driver waits for the queue
+    to be ready (or closed) before the next attempt. Returns the attempt's
+    result once it is ``>= 0``; raises :class:`TimedOutError`, or the error
+    for ``err``. After ``EINTR`` the loop's back edge runs Python's signal
+    handlers (PEP 475): one that raises ends the call.
+    """
+    while True:
+        if err in _WOULD_BLOCK:
+            if deadline[0] == NOW or 0 < deadline[0] <= _monotonic_ns():
+                what = "room in" if writable else "a message in"
+                raise about(
+                    TimedOutError(f"timed out waiting for {what} queue {queue.name!r}"), queue.name
+                )
+            if cooperative:
+                yield deadline[0]
+        elif err != errno.EINTR:
+            raise queue._error(err, "send" if writable else "receive", size)
+        result = attempt(not cooperative)
+        if result >= 0:
+            return result
+        err = -result
+
+
+def wait(
+    queue: Waitable, attempt: Attempt, writable: bool, deadline: Any, err: int, size: int = 0
+) -> int:
+    """Drive :func:`retries` in this thread: in the kernel, or through gevent's select."""
+    cooperative = select.select is not _NATIVE_SELECT
+    waits = retries(queue, attempt, writable, deadline, err, size, cooperative)
+    try:
+        while True:
+            _wait_cooperatively(queue._queue, writable, next(waits))
+    except StopIteration as done:
+        result: int = done.value
+        return result
+
+
+def _wait_cooperatively(handle: Any, writable: bool, deadline: int) -> None:
+    """Wait through the monkey-patched ``select.select`` (gevent, eventlet)
+    for the queue to be ready, for close(), or for the deadline."""
+    if not lib.bp_hold(handle):
+        return  # closed: the next attempt says so
+    try:
+        wake = lib.bp_wake_fd(handle)
+        if lib.bp_is_closed(handle):
+            return
+        timeout = None if deadline < 0 else max(0.0, (deadline - _monotonic_ns()) / 1e9)
+        watched = [wake] if wake >= 0 else []
+        if wake < 0:  # no wake descriptor to be had: look again soon
+            timeout = _BLIND_WAIT if timeout is None else min(timeout, _BLIND_WAIT)
+        if writable:
+            select.select(watched, [handle.mqd], [], timeout)
+        else:
+            select.select([handle.mqd, *watched], [], [], timeout)
+    finally:
+        lib.bp_unhold(handle)
+
+
+# --------------------------------------------------------------------------
+# The rest of each call, once its first attempt found the queue not ready
+
+
+def send(queue: Waitable, data: Any, timeout: Any, priority: int, err: int) -> None:
+    """The rest of :meth:`MessageQueue.put`, once its first attempt failed with ``err``."""
+    deadline = deadline_cell(timeout)
+    handle, size = queue._queue, len(data)
+
+    def attempt(may_wait: bool) -> int:
+        return lib.bp_send(handle, data, size, priority, deadline[0] if may_wait else NOW)  # type: ignore[no-any-return]
+
+    wait(queue, attempt, True, deadline, err, size)
+
+
+def receive(queue: Waitable, data: Any, timeout: Any, err: int) -> int:
+    """Wait for a message into ``data``: (priority << shift) | length."""
+    deadline = deadline_cell(timeout)
+    handle = queue._queue
+
+    def attempt(may_wait: bool) -> int:
+        return lib.bp_receive(handle, data, deadline[0] if may_wait else NOW)  # type: ignore[no-any-return]
+
+    return wait(queue, attempt, False, deadline, err)
+
+
+def send_batch(
+    queue: Waitable, data: bytes, lengths: List[int], priority: int, timeout: Any, result: int
+) -> int:
+    """The rest of :meth:`MessageQueue.put_many`, after its first attempt sent some or none."""
+    timeout_ns = check_timeout(timeout)
+    deadline = ffi.new("long long[1]", [deadline_ns(timeout_ns)])
+    handle, total = queue._queue, len(lengths)
+    pointer = ffi.from_buffer(data)  # held for the whole loop: it pins `data`
+    sent = offset = 0
+
+    def account(result: int) -> int:
+        """Count what a call sent; return ``total`` once all went out, else -errno."""
+        nonlocal sent, offset
+        count = result & LENGTH_MASK
+        if count:
+            offset += sum(lengths[sent : sent + count])
+            sent += count
+            if timeout_ns > 0:  # each message may wait that long
+                deadline[0] = _monotonic_ns() + timeout_ns
+        return total if sent == total else -(result >> PACK_SHIFT)
+
+    def attempt(may_wait: bool) -> int:
+        return account(
+            lib.bp_send_many(
+                handle,
+                pointer + offset,
+                lengths[sent:],
+                total - sent,
+                priority,
+                timeout_ns,
+                deadline,
+                may_wait,
+            )
+        )
+
+    try:
+        outcome = account(result)
+        if outcome == 0:  # the first attempt stopped at its own limits, not for room
+            outcome = attempt(False)
+        if outcome < 0:
+            wait(queue, attempt, True, deadline, -outcome, lengths[sent])
+    except TimedOutError:
+        raise about(
+            TimedOutError(
+                f"timed out waiting for room in queue {queue.name!r} "
+                f"after sending {sent} of {total} messages",
+                sent,
+            ),
+            queue.name,
+        ) from None
+    except QueueClosedError:
+        raise about(
+            QueueClosedError(
+                f"queue {queue.name!r} was closed after {sent} of {total} messages were sent",
+                sent,
+            ),
+            queue.name,
+        ) from None
+    return total
+
+
+def receive_batch(
+    queue: Waitable, batch: tuple[Any, Any, int, Any, int], max_count: int, timeout: Any, err: int
+) -> int:
+    """Wait for :meth:`MessageQueue.get_many`'s first message; return the packed batch result."""
+    buf, _, capacity, results, slots = batch
+    deadline = deadline_cell(timeout)
+    handle, want = queue._queue, min(slots, max_count)
+
+    def attempt(may_wait: bool) -> int:
+        result: int = lib.bp_receive_many(
+            handle, buf, capacity, want, deadline[0] if may_wait else NOW, results
+        )
+        return result if result & LENGTH_MASK else -(result >> PACK_SHIFT)
+
+    return wait(queue, attempt, False, deadline, err)
