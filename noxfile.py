@@ -3,6 +3,7 @@ lint, types, docs, sanitizers, and the one abi3 wheel tested everywhere."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tarfile
@@ -19,6 +20,7 @@ nox.options.sessions = [
     "doctest",
     "sanitize",
     "wheel",
+    "baseplate_py",
 ]
 # A missing interpreter fails the run, naming it: nothing is skipped quietly.
 nox.options.error_on_missing_interpreters = True
@@ -54,6 +56,7 @@ def typecheck(session: nox.Session) -> None:
         "tests",
         "benchmarks",
         "stress",
+        "interop",
         "build_ffi.py",
         "noxfile.py",
         "docs/check_html.py",
@@ -131,6 +134,39 @@ def sanitize(session: nox.Session) -> None:
             session.log(f"{report.name}:\n{report.read_text()}")
     if reports:
         session.error(f"the sanitizers reported {len(reports)} problem(s), shown above")
+
+
+@nox.session(python="3.11")
+def baseplate_py(session: nox.Session) -> None:
+    """Beside reddit's baseplate.py 2.7.1, in one virtualenv: no file installed
+    by both, uninstalling ours leaves it whole, and its own event pipeline
+    (EventQueue, the publisher sidecar, a local collector) runs on our queue
+    through the recipe of docs/baseplate_py.rst."""
+    if os.geteuid() != 0:
+        session.skip(
+            "needs root: its 100 KiB events exceed fs.mqueue.msgsize_max, which only root "
+            "may raise, in an IPC namespace of its own (unshare --ipc)"
+        )
+    # baseplate.py imports pkg_resources, which setuptools 81 no longer has.
+    session.install("baseplate==2.7.1", "setuptools<81")
+    session.install(".")  # a regular install: see docs/baseplate_py.rst on editable ones
+    session.run("python", "interop/installed_files.py", "beside")
+    session.run("pip", "uninstall", "--yes", "baseplate-mq")
+    session.run("python", "interop/installed_files.py", "alone")
+    session.install(".")
+    # Root may raise the limit in its own IPC namespace, and the host keeps its own.
+    session.run(
+        "unshare",
+        "--ipc",
+        "sh",
+        "-c",
+        'echo 102400 > /proc/sys/fs/mqueue/msgsize_max && exec "$@"',
+        "sh",
+        "python",
+        "interop/event_pipeline.py",
+        *session.posargs,
+        external=True,
+    )
 
 
 #: The interpreters the stress runs and benchmarks measure.
