@@ -54,7 +54,6 @@ from helpers import (
     run_as_nobody,
     run_in_mount_namespace,
     settled_open_fds,
-    unique_name,
     unlink_quietly,
 )
 
@@ -1129,7 +1128,3 @@ def test_raw_binding_exposes_the_c_surface() -> None:
         "mq_timedreceive",
     ):
         assert callable(getattr(lib, name))
-
-
-def test_unique_names_do_not_collide() -> None:
-    assert unique_name() != unique_name()
