@@ -32,6 +32,7 @@ from baseplate.message_queue.checks import (
 from baseplate.message_queue.errors import (
     MessageQueueError,
     MessageTooLargeError,
+    Words,
     about,
     closed_error,
 )
@@ -61,6 +62,7 @@ class BatchCalls:
     _closed: bool
     _maxmsg: int
     _msgsize: int
+    _cooperative_holds: dict[int, int]
     # Batch buffers not in use, as MessageQueue keeps its receive buffers.
     _batch_buffers: deque[BatchBuffer]
 
@@ -119,15 +121,16 @@ class BatchCalls:
             return count
         if result >> PACK_SHIFT == errno.EMSGSIZE:  # checked in C before sending any
             index = result & LENGTH_MASK
+            words = Words(
+                "message {index} of the batch has {size} bytes, more than queue {queue} "
+                "allows (max_message_size={limit}); nothing was sent",
+                index=index,
+                size=lengths[index],
+                queue=self.name,
+                limit=self._msgsize,
+            )
             raise about(
-                MessageTooLargeError(
-                    f"message {index} of the batch has {lengths[index]} bytes, more than queue "
-                    f"{self.name!r} allows (max_message_size={self._msgsize}); nothing was sent",
-                    lengths[index],
-                    self._msgsize,
-                    index,
-                ),
-                self.name,
+                MessageTooLargeError(str(words), lengths[index], self._msgsize, index), words
             )
         return waiting.send_batch(self, data, lengths, priority, timeout, result)
 

@@ -1,9 +1,11 @@
-"""Argument checks: names, sizes, priorities, timeouts and message buffers.
+"""Argument checks: names, sizes, counts, modes, priorities, timeouts and buffers.
 
 Each check runs before any system call, so that a bad argument raises
 :class:`~baseplate.message_queue.InvalidParametersError` (a bad value) or
 :class:`TypeError` (a bad type) and nothing is created, sent or received.
-Nothing here touches a queue; the binding is used for its constants only.
+Any object gets one of the two, or passes: never another exception (an
+integer too large for a float, a NaN Decimal, a NumPy scalar...). Nothing
+here touches a queue; the binding is used for its constants only.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from baseplate.message_queue._mqueue import ffi, lib
 
-from baseplate.message_queue.errors import InvalidParametersError
+from baseplate.message_queue.errors import invalid
 
 if TYPE_CHECKING:  # pragma: no cover
     # Any object with the buffer protocol (PEP 688): array.array, mmap, numpy
     # arrays... Type checkers have typing_extensions without installing it.
+    from fractions import Fraction
+
     from typing_extensions import Buffer
 
     MessageData = Union[str, Buffer]
@@ -31,6 +35,8 @@ else:
 PRIORITY_MAX: int = lib.MQ_PRIO_MAX
 NAME_MAX: int = lib.NAME_MAX
 RLIMIT_MSGQUEUE: int = lib.RLIMIT_MSGQUEUE
+# A deadline is a monotonic time in nanoseconds, in a C long long, which must
+# still hold "now" plus the timeout: half its range, about 146 years.
 TIMEOUT_MAX: float = float((2**63 - 1) // 10**9 // 2)
 # The calls test the usual timeouts, an int or a float in range, with these
 # two cheap comparisons (no int-float mix); anything else gets the full check.
@@ -41,6 +47,20 @@ LONG_MAX = 2 ** (8 * ffi.sizeof("long") - 1) - 1
 # a time.monotonic_ns() to give up at.
 FOREVER: int = lib.BP_FOREVER
 NOW: int = lib.BP_NOW
+# Names longer than this are shown shortened in messages, and marked so.
+_SHOWN_NAME_MAX = 80
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for a message, short: a huge integer by its size (its
+    repr could take a while, or be refused: Python limits int-to-str)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"an integer of {math.floor(abs(value).bit_length() * math.log10(2)) + 1} digits"
+    try:
+        text = repr(value)
+    except Exception:  # a structure nested too deeply, a repr that fails...
+        return f"a {type(value).__name__} that cannot be shown"
+    return text if len(text) <= 60 else text[:50] + "..." + text[-7:]
 
 
 def encode_name(name: Any) -> bytes:
@@ -49,18 +69,19 @@ def encode_name(name: Any) -> bytes:
         try:
             raw = os.fsencode(name)
         except UnicodeEncodeError:
-            raise InvalidParametersError(
-                f"queue name {name!r} cannot be encoded for the file system"
+            raise invalid(
+                "queue name {queue} cannot be encoded for the file system", queue=name
             ) from None
     elif isinstance(name, bytes):
         raw = name
     else:
         raise TypeError(f"queue name must be a str such as '/my-queue', not {type(name).__name__}")
-    problem = None
+    problem, fields = None, {}
     if not raw.startswith(b"/"):
         problem = "must start with '/'"
         if raw and b"/" not in raw and b"\0" not in raw:
-            problem += f", as in {'/' + os.fsdecode(raw)!r}"
+            problem += ", as in {example}"
+            fields["example"] = "/" + os.fsdecode(raw)
     elif len(raw) == 1:
         problem = "needs at least one character after the '/'"
     elif b"/" in raw[1:]:
@@ -71,10 +92,17 @@ def encode_name(name: Any) -> bytes:
         problem = f"has {len(raw) - 1} bytes after the '/'; at most {NAME_MAX} are allowed"
     elif raw in (b"/.", b"/.."):
         problem = "is reserved"
-    if problem:
-        shown = name if len(raw) <= 80 else name[:40] + name[-10:]
-        raise InvalidParametersError(f"invalid queue name {shown!r}: it {problem}")
-    return raw
+    if problem is None:
+        return raw
+    text = name if isinstance(name, str) else os.fsdecode(name)
+    if len(raw) <= _SHOWN_NAME_MAX:
+        raise invalid("invalid queue name {queue}: it " + problem, queue=text, **fields)
+    raise invalid(
+        "invalid queue name {queue} (shortened, {length} bytes in all): it " + problem,
+        queue=text[:40] + "..." + text[-10:],
+        length=len(raw),
+        **fields,
+    )
 
 
 def validate_name(name: Union[str, bytes]) -> None:
@@ -94,9 +122,9 @@ def check_size(value: Any, what: str) -> int:
     """Check ``max_messages`` or ``max_message_size``."""
     number = check_int(value, what)
     if number < 1:
-        raise InvalidParametersError(f"{what}={number} must be at least 1")
+        raise invalid(f"{what}={shown(number)} must be at least 1")
     if number > LONG_MAX:
-        raise InvalidParametersError(f"{what}={number} is too large: the kernel takes a C long")
+        raise invalid(f"{what}={shown(number)} is too large: the kernel takes a C long")
     return number
 
 
@@ -104,65 +132,84 @@ def check_count(value: Any, what: str) -> int:
     """Check a count of messages to take: an int, at least 1."""
     number = check_int(value, what)
     if number < 1:
-        raise InvalidParametersError(f"{what}={number} must be at least 1")
+        raise invalid(f"{what}={shown(number)} must be at least 1")
     return number
 
 
 def check_mode(value: Any) -> int:
-    """Check permission bits for a queue to create."""
+    """Check permission bits for a queue to create (0 to 0o777)."""
     mode = check_int(value, "mode")
-    if not 0 <= mode <= 0o777:
-        raise InvalidParametersError(f"mode={mode:#o} must be permission bits, 0 to 0o777")
-    return mode
+    if 0 <= mode <= 0o777:
+        return mode
+    digits = str(mode) if 0 < mode < 10**4 else ""
+    if digits and set(digits) <= set("01234567") and int(digits, 8) <= 0o777:
+        # mode=600 where 0o600 was meant: the only slips that can be caught,
+        # since a decimal number up to 511 is valid bits too (400 is 0o620).
+        raise invalid(
+            f"mode={mode} is {mode:#o} in octal, more than permission bits (0 to 0o777): "
+            f"write it in octal, mode=0o{digits}"
+        )
+    raise invalid(f"mode={shown(mode)} is not permission bits, 0 to 0o777")
 
 
 def check_priority(priority: Any) -> int:
     """Check a message priority: an int in ``[0, PRIORITY_MAX)``."""
     number = check_int(priority, "priority")
     if not 0 <= number < PRIORITY_MAX:
-        raise InvalidParametersError(
-            f"priority={number} is out of range: use 0 (lowest) to {PRIORITY_MAX - 1}"
+        raise invalid(
+            f"priority={shown(number)} is out of range: use 0 (lowest) to {PRIORITY_MAX - 1}"
         )
     return number
 
 
 def check_timeout(timeout: Any) -> int:
-    """Convert a timeout in seconds to nanoseconds (``FOREVER`` for None)."""
+    """Convert a timeout in seconds to nanoseconds (``FOREVER`` for None).
+
+    Any real number is taken exactly (an int, a Fraction or a Decimal is not
+    rounded through a float first); a bool, a string or anything else is a
+    :class:`TypeError`.
+    """
     if timeout is None:
         return FOREVER
-    if isinstance(timeout, bool):  # True is not "one second"
-        raise TypeError("timeout must be a number of seconds or None, not bool")
-    if not isinstance(timeout, (int, float)):
-        try:
-            if isinstance(timeout, (str, bytes, bytearray)):
-                raise TypeError
-            timeout = float(timeout)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
-            ) from None
-    if math.isnan(timeout) or timeout < 0:
-        raise InvalidParametersError(
-            f"timeout={timeout!r} is invalid: use None to wait forever, 0 to not wait, "
+    seconds = _seconds(timeout)
+    if seconds != seconds or seconds < 0:  # NaN, or negative
+        raise invalid(
+            f"timeout={shown(timeout)} is invalid: use None to wait forever, 0 to not wait, "
             "or a positive number of seconds"
         )
-    if timeout > TIMEOUT_MAX:
-        raise InvalidParametersError(
-            f"timeout={timeout!r} is too large (at most {TIMEOUT_MAX:.0f} s); "
-            "use None to wait forever"
+    if seconds > TIMEOUT_MAX:
+        raise invalid(
+            f"timeout={shown(timeout)} is too large (at most {TIMEOUT_MAX:.0f} s, about "
+            "146 years); use None to wait forever"
         )
-    seconds: float = timeout
+    if isinstance(seconds, int):
+        return seconds * 1_000_000_000
     return math.ceil(seconds * 1_000_000_000)
 
 
-def timeout_is_usual(timeout: Any) -> bool:
-    """Whether ``timeout`` passes without :func:`check_timeout`: None, or an int
-    or float in range. Two cheap comparisons, with no int-float mix."""
-    return (
-        timeout is None
-        or (type(timeout) is float and 0.0 <= timeout <= TIMEOUT_MAX)
-        or (type(timeout) is int and 0 <= timeout <= TIMEOUT_MAX_INT)
-    )
+def _seconds(timeout: Any) -> Union[int, float, Fraction]:
+    """A timeout as an exact int or Fraction, or a float (NaN and infinities kept)."""
+    import numbers  # here: the usual timeouts never come this far
+    from decimal import Decimal
+    from fractions import Fraction
+
+    if isinstance(timeout, bool):  # True is not "one second"
+        raise TypeError("timeout must be a number of seconds or None, not bool")
+    if isinstance(timeout, numbers.Integral):
+        return operator.index(timeout)
+    if isinstance(timeout, Decimal):
+        if not timeout.is_finite():
+            return math.nan if timeout.is_nan() else math.copysign(math.inf, timeout)
+        return Fraction(timeout)
+    if isinstance(timeout, numbers.Rational):
+        return Fraction(int(timeout.numerator), int(timeout.denominator))
+    if isinstance(timeout, numbers.Real):
+        real: Any = timeout
+        try:
+            return float(real)
+        except OverflowError:  # a huge real number of some other kind
+            return math.inf if real > 0 else -math.inf
+    raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
 
 
 def as_buffer(message: Any, index: Optional[int] = None) -> Union[bytes, memoryview]:

@@ -1,9 +1,13 @@
 """The exceptions of :mod:`baseplate.message_queue`, and :func:`error_for`,
 the one place where an ``errno`` becomes one of them.
 
-Every exception about a queue carries its name as data (``queue_name``), so
-that a caller (the command line among them) never reads it back out of the
-message. To explain a refusal this module may read system facts
+Every exception about a queue carries its name as data (``queue_name``), and
+its message as :class:`Words`: a template whose queue names and arguments
+each reader spells its own way. ``str(error)`` spells them as Python does
+(``'/q'``, ``max_messages=11``); the command line as a shell does (``/q``,
+``--max-messages 11``), without reading anything back out of the text.
+
+To explain a refusal this module may read system facts
 (:mod:`~baseplate.message_queue.system`); it never calls into a queue, and
 loads no binding.
 """
@@ -12,11 +16,76 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Optional, TypeVar
+from typing import Any, Dict, Optional, TypeVar
 
 from baseplate.message_queue import system
 
 PUBLIC_MODULE = "baseplate.message_queue"
+
+#: Fields of a template that hold names the system supplies, which anyone may
+#: choose: queue names, a suggested name, a path. Spelled as literals.
+NAME_FIELDS = frozenset({"queue", "example", "path"})
+#: Fields that hold a word the system supplies, such as a user's name: as is
+#: when it is plain, else as a literal.
+WORD_FIELDS = frozenset({"owner"})
+#: Fields that hold an argument the caller gave, by its parameter's name.
+ARGUMENT_FIELDS = frozenset(
+    {"max_messages", "max_message_size", "mode", "priority", "timeout", "max_count"}
+)
+
+
+class Spelling:
+    """How a reader writes the fields of :class:`Words`. This one is Python's:
+    names as literals (``'/q'``), arguments as keywords (``max_messages=11``)."""
+
+    def name(self, text: str) -> str:
+        return repr(text)
+
+    def word(self, text: str) -> str:
+        plain = bool(text) and text.isprintable() and " " not in text
+        return text if plain else repr(text)
+
+    def argument(self, key: str, value: Any) -> str:
+        return f"{key}={value:#o}" if key == "mode" else f"{key}={value!r}"
+
+
+PYTHON = Spelling()
+
+
+class Words:
+    """A message whose names and arguments are fields of a ``str.format``
+    template (:data:`NAME_FIELDS`, :data:`WORD_FIELDS`, :data:`ARGUMENT_FIELDS`;
+    others are plain)."""
+
+    __slots__ = ("fields", "template")
+
+    def __init__(self, template: str, **fields: Any) -> None:
+        self.template = template
+        self.fields: Dict[str, Any] = fields
+
+    def spelled(self, spelling: Spelling) -> str:
+        """The message as ``spelling`` writes its fields."""
+        written = {}
+        for key, value in self.fields.items():
+            if key in NAME_FIELDS:
+                written[key] = spelling.name(value)
+            elif key in WORD_FIELDS:
+                written[key] = spelling.word(value)
+            elif key in ARGUMENT_FIELDS:
+                written[key] = spelling.argument(key, value)
+            else:
+                written[key] = value
+        return self.template.format(**written)
+
+    def __str__(self) -> str:
+        return self.spelled(PYTHON)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_words, (self.template, self.fields))
+
+
+def _rebuild_words(template: str, fields: Dict[str, Any]) -> Words:
+    return Words(template, **fields)
 
 
 class MessageQueueError(Exception):
@@ -27,6 +96,8 @@ class MessageQueueError(Exception):
     """
 
     queue_name: Optional[str] = None
+    #: The message as :class:`Words`, for readers that spell names their own way.
+    words: Optional[Words] = None
 
 
 class TimedOutError(MessageQueueError):
@@ -108,15 +179,29 @@ for _public in (
 _Error = TypeVar("_Error", bound=MessageQueueError)
 
 
-def about(error: _Error, queue_name: Optional[str]) -> _Error:
-    """``error``, marked as being about queue ``queue_name``."""
-    error.queue_name = queue_name
+def about(error: _Error, words: Words) -> _Error:
+    """``error``, built from ``str(words)``, given its words and its queue's name."""
+    error.words = words
+    error.queue_name = words.fields.get("queue")
     return error
+
+
+def invalid(template: str, **fields: Any) -> InvalidParametersError:
+    """An :class:`InvalidParametersError` worded by ``template``."""
+    words = Words(template, **fields)
+    return about(InvalidParametersError(str(words)), words)
+
+
+def _os_error(cls: type[_Error], err: int, template: str, **fields: Any) -> _Error:
+    """An error of an ``OSError`` class, with ``errno`` ``err``, worded by ``template``."""
+    words = Words(template, **fields)
+    return about(cls(err, str(words)), words)
 
 
 def closed_error(name: str, sent: int = 0, was: bool = False) -> QueueClosedError:
     """The error for a call on a closed queue (``was``: closed while it waited)."""
-    return about(QueueClosedError(f"queue {name!r} {'was' if was else 'is'} closed", sent), name)
+    words = Words("queue {queue} " + ("was closed" if was else "is closed"), queue=name)
+    return about(QueueClosedError(str(words), sent), words)
 
 
 def error_for(
@@ -137,113 +222,192 @@ def error_for(
     ``size`` is the message's, the sizes those of the queue (asked for, when
     creating; else its own ``max_message_size``).
     """
-    return about(
-        _error_for(err, name, operation, closed, opened_for, size, max_messages, max_message_size),
-        name,
+    if err == errno.EBADF and closed:
+        return closed_error(name)
+    if err == errno.EBADF and opened_for is not None:
+        return _os_error(
+            QueuePermissionError,
+            errno.EACCES,
+            "cannot {operation} on queue {queue}: it was opened for {direction} only, "
+            "because its mode does not grant this user both read and write access",
+            operation=operation,
+            queue=name,
+            direction=opened_for,
+        )
+    if err == errno.EMSGSIZE:
+        words = Words(
+            "message of {size} bytes is longer than queue {queue} allows "
+            "(max_message_size={limit}); nothing was sent",
+            size=size,
+            queue=name,
+            limit=max_message_size,
+        )
+        return about(MessageTooLargeError(str(words), size, max_message_size), words)
+    if err == errno.ENOENT:
+        advice = "" if operation == "unlink" else ": create it first, or open it with create=True"
+        return _os_error(
+            QueueNotFoundError, err, "queue {queue} does not exist" + advice, queue=name
+        )
+    if err == errno.EEXIST:
+        return _os_error(
+            QueueExistsError, err, "queue {queue} already exists (exclusive=True)", queue=name
+        )
+    if err in (errno.EACCES, errno.EPERM):
+        return _refused(err, name, operation)
+    if operation == "create" and err == errno.EINVAL:
+        return _invalid_sizes(name, max_messages, max_message_size)
+    if operation == "create" and err in (errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.ENOMEM):
+        return _no_room(err, name, max_messages, max_message_size)
+    return _os_error(
+        MessageQueueOSError,
+        err,
+        "{operation} on queue {queue} failed: {reason}",
+        operation=operation,
+        queue=name,
+        reason=os.strerror(err),
     )
 
 
-def _error_for(
-    err: int,
-    name: str,
-    operation: str,
-    closed: bool,
-    opened_for: Optional[str],
-    size: int,
-    max_messages: int,
-    max_message_size: int,
-) -> MessageQueueError:
-    if err == errno.EBADF:
-        if closed:
-            return QueueClosedError(f"queue {name!r} is closed")
-        if opened_for is not None:
-            return QueuePermissionError(
-                errno.EACCES,
-                f"cannot {operation} on queue {name!r}: it was opened for {opened_for} only, "
-                "because its mode does not grant this user both read and write access",
-            )
-    if err == errno.EMSGSIZE:
-        return MessageTooLargeError(
-            f"message of {size} bytes is longer than queue {name!r} allows "
-            f"(max_message_size={max_message_size}); nothing was sent",
-            size,
-            max_message_size,
-        )
-    if err == errno.ENOENT:
-        advice = "" if operation == "unlink" else ": create it first, or open it with create=True"
-        return QueueNotFoundError(err, f"queue {name!r} does not exist{advice}")
-    if err == errno.EEXIST:
-        return QueueExistsError(err, f"queue {name!r} already exists (exclusive=True)")
-    if err in (errno.EACCES, errno.EPERM):
-        return QueuePermissionError(
+def _refused(err: int, name: str, operation: str) -> QueuePermissionError:
+    """Permission denied: say whose queue it is, with what mode, and what to do."""
+    owner = system.queue_owner(name)
+    if owner is None:
+        return _os_error(
+            QueuePermissionError,
             err,
-            f"permission denied to {operation} queue {name!r}: {system.owner_and_mode(name)} "
-            "To share a queue, its owner creates it with mode=0o660 (--mode 660) and gives "
-            "it a group this user is in, or runs the consumer as the same user",
+            "permission denied to {operation} queue {queue}: its mode does not allow this "
+            "user (mount the mqueue file system to see its owner and mode: {mount}). To "
+            "share a queue, its owner creates it with mode=0o660 (--mode 660) and gives it "
+            "a group this user is in, or runs the consumer as the same user",
+            operation=operation,
+            queue=name,
+            mount=system.MOUNT_COMMAND,
         )
-    if operation == "create" and err == errno.EINVAL:
-        return InvalidParametersError(
-            f"cannot create queue {name!r}: "
-            + _explain_invalid_sizes(max_messages, max_message_size)
+    if owner.uid == os.geteuid():
+        return _os_error(
+            QueuePermissionError,
+            err,
+            "permission denied to {operation} queue {queue}: it is this user's own, but its "
+            "mode {queue_mode:04o} does not allow even its owner to read and write it. Its owner "
+            "may change that (chmod 600 {path}), or re-create the queue",
+            operation=operation,
+            queue=name,
+            queue_mode=owner.mode,
+            path=system.mqueue_path(name),
         )
-    if operation == "create" and err in (errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.ENOMEM):
-        return MessageQueueOSError(err, _explain_no_room(err, name, max_messages, max_message_size))
-    return MessageQueueOSError(err, f"{operation} on queue {name!r} failed: {os.strerror(err)}")
+    return _os_error(
+        QueuePermissionError,
+        err,
+        "permission denied to {operation} queue {queue}: it belongs to {owner} (uid {uid}), "
+        "gid {gid}, mode {queue_mode:04o}. To share a queue, its owner creates it with "
+        "mode=0o660 (--mode 660) and gives it a group this user is in, or runs the "
+        "consumer as the same user",
+        operation=operation,
+        queue=name,
+        owner=owner.user or str(owner.uid),
+        uid=owner.uid,
+        gid=owner.gid,
+        queue_mode=owner.mode,
+    )
 
 
-def _explain_invalid_sizes(max_messages: int, max_message_size: int) -> str:
+def _invalid_sizes(name: str, max_messages: int, max_message_size: int) -> InvalidParametersError:
     """Say which size the kernel refused on create, and which limit it hit.
 
     The fs.mqueue sysctls bind every process without CAP_SYS_RESOURCE in the
     initial user namespace, which includes root in most containers.
     """
     problems = []
+    fields: Dict[str, Any] = {"queue": name}
     for what, value, sysctl, hard in (
         ("max_messages", max_messages, "msg_max", system.HARD_MSGMAX),
         ("max_message_size", max_message_size, "msgsize_max", system.HARD_MSGSIZEMAX),
     ):
         limit = system.read_sysctl(sysctl)
+        fields[what] = value
         if value > hard:
             problems.append(
-                f"{what}={value} exceeds the kernel's hard limit of {hard}, which no setting raises"
+                f"{{{what}}} exceeds the kernel's hard limit of {hard}, which no setting raises"
             )
         elif limit is not None and value > limit:
             problems.append(
-                f"{what}={value} exceeds fs.mqueue.{sysctl}={limit}: ask for at most {limit}, "
+                f"{{{what}}} exceeds fs.mqueue.{sysctl}={limit}: ask for at most {limit}, "
                 f"or raise the limit as root (sysctl -w fs.mqueue.{sysctl}={value})"
             )
     if not problems:
-        problems.append(
-            f"the kernel refused max_messages={max_messages}, "
-            f"max_message_size={max_message_size} (EINVAL)"
-        )
-    return "; ".join(problems)
+        problems.append("the kernel refused {max_messages}, {max_message_size} (EINVAL)")
+    return invalid("cannot create queue {queue}: " + "; ".join(problems), **fields)
 
 
-def _explain_no_room(err: int, name: str, max_messages: int, max_message_size: int) -> str:
+def _no_room(err: int, name: str, max_messages: int, max_message_size: int) -> MessageQueueOSError:
     """Explain EMFILE / ENFILE / ENOSPC / ENOMEM from mq_open."""
     if err == errno.EMFILE:
         descriptors = system.descriptors_exhausted()
         if descriptors is not None:
-            return (
-                f"cannot open queue {name!r}: this process has all {descriptors} of its file "
-                "descriptors open (ulimit -n); close some or raise the limit"
+            return _os_error(
+                MessageQueueOSError,
+                err,
+                "cannot open queue {queue}: this process has all {descriptors} of its file "
+                "descriptors open (ulimit -n); close some or raise the limit",
+                queue=name,
+                descriptors=descriptors,
             )
-        needed = system.queue_bytes(max_messages, max_message_size)
-        return (
-            f"cannot create queue {name!r}: it needs about {needed} bytes of this user's "
-            f"message queue allowance (RLIMIT_MSGQUEUE, ulimit -q = {system.msgqueue_rlimit()} "
-            "bytes), which the user's other queues have used up. Unlink queues that are no "
-            "longer needed, create smaller ones, or raise the limit (ulimit -q, or "
-            "LimitMSGQUEUE= for a systemd service)"
-        )
+        return _allowance_used(err, name, max_messages, max_message_size)
     if err == errno.ENOSPC:
-        queues_max = system.read_sysctl("queues_max")
-        return (
-            f"cannot create queue {name!r}: the system already has the most queues allowed "
-            f"(fs.mqueue.queues_max={queues_max}). Unlink unused queues (see ls /dev/mqueue "
-            "once mqueue is mounted there) or raise the limit as root"
+        return _os_error(
+            MessageQueueOSError,
+            err,
+            "cannot create queue {queue}: the system already has the most queues allowed "
+            "(fs.mqueue.queues_max={limit}). Unlink unused queues (baseplate-mq ls lists "
+            "them, once mqueue is mounted) or raise the limit as root",
+            queue=name,
+            limit=system.read_sysctl("queues_max"),
         )
     if err == errno.ENFILE:
-        return f"cannot open queue {name!r}: the system-wide limit on open files is reached"
-    return f"cannot create queue {name!r}: the kernel is out of memory for it"
+        return _os_error(
+            MessageQueueOSError,
+            err,
+            "cannot open queue {queue}: the system-wide limit on open files is reached",
+            queue=name,
+        )
+    return _os_error(
+        MessageQueueOSError,
+        err,
+        "cannot create queue {queue}: the kernel is out of memory for it",
+        queue=name,
+    )
+
+
+def _allowance_used(
+    err: int, name: str, max_messages: int, max_message_size: int
+) -> MessageQueueOSError:
+    """EMFILE for want of ``ulimit -q``: what this queue needs against the allowance."""
+    needed = system.queue_bytes(max_messages, max_message_size)
+    allowance = system.msgqueue_rlimit()
+    fields = {
+        "queue": name,
+        "max_messages": max_messages,
+        "max_message_size": max_message_size,
+        "needed": needed,
+        "allowance": allowance,
+    }
+    if needed > allowance:
+        return _os_error(
+            MessageQueueOSError,
+            err,
+            "cannot create queue {queue}: with {max_messages} and {max_message_size} it "
+            "needs about {needed} bytes, more than this user's whole message queue allowance "
+            "(RLIMIT_MSGQUEUE, ulimit -q = {allowance} bytes). Create a smaller queue, or "
+            "raise the limit (ulimit -q, or LimitMSGQUEUE= for a systemd service)",
+            **fields,
+        )
+    return _os_error(
+        MessageQueueOSError,
+        err,
+        "cannot create queue {queue}: it needs about {needed} bytes of this user's message "
+        "queue allowance (RLIMIT_MSGQUEUE, ulimit -q = {allowance} bytes), and the user's "
+        "other queues (open in any process, unlinked or not) hold the rest. Unlink or close "
+        "queues that are no longer needed, create a smaller one, or raise the limit (ulimit "
+        "-q, or LimitMSGQUEUE= for a systemd service)",
+        **fields,
+    )

@@ -10,7 +10,6 @@ receives (the attempts it is handed do).
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -76,15 +75,15 @@ class _AsyncReadiness:
     waiting on the same queue must share it: each wake-up resolves every
     waiting future, and the losers of the race simply wait again. It holds a
     use of the queue (``bp_hold``), so the descriptor the loop watches stays
-    open until the loop's thread has stopped watching it.
+    open until the loop has stopped watching it.
     """
 
-    __slots__ = ("fd", "loop", "queue", "waiters", "writable")
+    __slots__ = ("fd", "hold", "loop", "waiters", "writable")
 
     def __init__(
-        self, queue: Any, loop: asyncio.AbstractEventLoop, fd: int, writable: bool
+        self, handle: Any, loop: asyncio.AbstractEventLoop, fd: int, writable: bool
     ) -> None:
-        self.queue = queue
+        self.hold = [handle]  # the use it holds: popped once, atomically
         self.loop = loop
         self.fd = fd
         self.writable = writable
@@ -101,15 +100,26 @@ class _AsyncReadiness:
                 waiter.set_result(None)
 
     def stop(self) -> None:
-        """Stop watching (in the loop's thread) and give the use back; once."""
-        if self.queue is None:
+        """Stop watching and give the use back; once. In the loop's thread,
+        or in any thread while the loop does not run."""
+        try:
+            handle = self.hold.pop()
+        except IndexError:
             return
         if self.writable:
             self.loop.remove_writer(self.fd)
         else:
             self.loop.remove_reader(self.fd)
-        queue, self.queue = self.queue, None
-        lib.bp_unhold(queue)
+        lib.bp_unhold(handle)
+
+    def forget(self) -> int:
+        """In a child after fork(): let go without touching the loop, whose
+        epoll instance the parent still uses; the uses held (0 or 1)."""
+        try:
+            self.hold.pop()
+        except IndexError:
+            return 0
+        return 1
 
     def shut(self, error: BaseException) -> None:
         """The queue was closed: fail every waiting task, and stop."""
@@ -120,15 +130,17 @@ class _AsyncReadiness:
         self.stop()
 
     def shut_from_any_thread(self, error: BaseException) -> None:
-        """:meth:`shut`, in the loop's own thread: at once if this is it, else handed over."""
+        """:meth:`shut`, in the loop's own thread: at once if this is it, or if
+        the loop does not run (it is closed, or stopped and may never run
+        again), else handed over to it."""
         import asyncio
 
         try:
             running: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is self.loop or self.loop.is_closed():
-            self.shut(error)  # a closed loop watches nothing any more
+        if running is self.loop or self.loop.is_closed() or not self.loop.is_running():
+            self.shut(error)
             return
         try:
             self.loop.call_soon_threadsafe(self.shut, error)
@@ -137,12 +149,16 @@ class _AsyncReadiness:
 
 
 class AsyncWaits:
-    """The event-loop registrations of one queue: one per loop and direction."""
+    """The event-loop registrations of one queue: one per loop and direction.
 
-    def __init__(self, handle: Any, lock: threading.Lock) -> None:
+    Lock-free, so that :meth:`shut` may run anywhere (a signal handler
+    included): :meth:`until_ready` looks again, once it has registered,
+    whether the queue was closed meanwhile.
+    """
+
+    def __init__(self, handle: Any) -> None:
         self._handle = handle
-        self._lock = lock  # the queue's close lock: close() takes the registrations under it
-        self._closed = False
+        self._closed: Optional[BaseException] = None  # the error, once closed
         self._registered: dict[tuple[Any, bool], _AsyncReadiness] = {}
 
     async def until_ready(self, writable: bool, deadline: int) -> None:
@@ -152,18 +168,17 @@ class AsyncWaits:
         loop = asyncio.get_running_loop()
         key = (loop, writable)
         handle = self._handle
-        with self._lock:
-            if self._closed or not lib.bp_hold(handle):
-                return  # the next attempt raises QueueClosedError
-            readiness = self._registered.get(key)
-            if readiness is None:
-                readiness = self._registered[key] = _AsyncReadiness(
-                    handle, loop, handle.mqd, writable
-                )
-            else:
-                lib.bp_unhold(handle)  # the registration holds one already
+        if self._closed is not None or not lib.bp_hold(handle):
+            return  # the next attempt raises QueueClosedError
+        readiness = self._registered.get(key)
+        if readiness is None:
+            readiness = self._registered[key] = _AsyncReadiness(handle, loop, handle.mqd, writable)
+        else:
+            lib.bp_unhold(handle)  # the registration holds one already
         waiter = loop.create_future()
         readiness.waiters.append(waiter)
+        if self._closed is not None:  # while registering: shut() may not have seen it
+            readiness.shut(self._closed)
         try:
             if deadline < 0:
                 await waiter
@@ -176,22 +191,33 @@ class AsyncWaits:
         finally:
             if waiter in readiness.waiters:
                 readiness.waiters.remove(waiter)
-            with self._lock:
-                registered, last = self._registered, False
-                if not readiness.waiters and registered.get(key) is readiness:
-                    del registered[key]
-                    last = True
-            if last:
+            if not readiness.waiters and self._registered.get(key) is readiness:
+                self._registered.pop(key, None)
                 readiness.stop()
 
-    def take_all(self) -> list[_AsyncReadiness]:
-        """Mark closed and take every registration (the caller holds the lock)."""
-        self._closed = True
+    def shut(self, error: BaseException) -> None:
+        """The queue was closed: fail every waiting task with ``error``, each
+        in its loop's thread, and give back the uses the loops held."""
+        self._closed = error
         taken, self._registered = list(self._registered.values()), {}
-        return taken
+        for readiness in taken:
+            readiness.shut_from_any_thread(error)
 
+    def after_fork_in_child(self) -> int:
+        """Forget every registration, touching no loop; wake the tasks of the
+        forking thread's running loop (they try again); return the uses held."""
+        taken, self._registered = list(self._registered.values()), {}
+        if not taken:
+            return 0
+        import asyncio
 
-def shut(readinesses: list[_AsyncReadiness], error: BaseException) -> None:
-    """Fail the tasks waiting through ``readinesses``, each in its loop's thread."""
-    for readiness in readinesses:
-        readiness.shut_from_any_thread(error)
+        try:
+            running: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        held = 0
+        for readiness in taken:
+            held += readiness.forget()
+            if readiness.loop is running:
+                readiness.wake()
+        return held

@@ -1,12 +1,23 @@
 """Notification: ``mq_notify`` requests, and the callbacks they run.
 
-The kernel keeps at most one request per queue, for one process. A request
-by signal needs nothing here once made; a request by callback leaves its
-callback in this process's registry, under a token that C hands back to
-:func:`bp_notified` when it fires, in a thread glibc starts.
+The kernel keeps at most one request per queue, for one process, and its
+rules are easy to trip over (``mq_notify(3)``, ``mq_overview(7)``):
 
-This module calls the binding's ``bp_notify`` only; the queue object decides
-when (:meth:`MessageQueue.notify`, :meth:`MessageQueue.close`).
+- a request is used up when it fires;
+- any close, by this process, of *any* descriptor of the queue cancels this
+  process's request: closing another object on the same queue, or a
+  listing that opens it, ends a request made through this one;
+- replacing a request is a cancel and a new request: another process may
+  take the queue's request in between.
+
+So this module never opens or closes a queue itself: to name the holder of
+a request it reads ``NOTIFY_PID`` through the object's own descriptor. It
+remembers which of this process's objects holds the request on each queue
+(by device and inode), so that one object never cancels another's. A
+request by callback leaves its callback in this process's registry, under a
+token that C hands back to :func:`bp_notified` when it fires, in a thread
+glibc starts. It calls the binding's ``bp_notify`` only; the queue object
+decides when (:meth:`MessageQueue.notify`, :meth:`MessageQueue.close`).
 """
 
 from __future__ import annotations
@@ -16,18 +27,19 @@ import itertools
 import os
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
 from baseplate.message_queue._mqueue import ffi, lib
 
 from baseplate.message_queue.errors import (
-    InvalidParametersError,
     MessageQueueError,
     MessageQueueOSError,
+    Words,
     about,
     closed_error,
+    invalid,
 )
-from baseplate.message_queue.system import mqueue_mount
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Protocol
@@ -38,27 +50,43 @@ if TYPE_CHECKING:  # pragma: no cover
         name: str
         _queue: Any  # its struct bp_queue *
         _closed: bool
-        _close_lock: threading.Lock
+        # This object's request: its token (> 0, a callback; -1, a signal;
+        # 0, none), and the queue's (device, inode) while it holds one.
         _notify_token: int
+        _notify_key: Optional[Tuple[int, int]]
 
         def _error(self, err: int, operation: str, size: int = 0) -> MessageQueueError: ...
+
+        def fileno(self) -> int: ...
 
 
 #: What :meth:`MessageQueue.notify` takes: a signal number, a callable or None.
 How = Union[int, Callable[[], object], None]
 
-# Callbacks of the notifications by thread now registered, by their token.
-_callbacks: dict[int, Callable[[], object]] = {}
+# Callbacks of the notifications by thread now registered, by their token,
+# with the object that asked (to mark it as holding none once it fired).
+_callbacks: Dict[int, Tuple[Callable[[], object], weakref.ref[Any]]] = {}
+# Which object of this process holds the request on each queue, by
+# (device, inode): its token.
+_holders: Dict[Tuple[int, int], int] = {}
 _tokens = itertools.count(1)
+# Requests made and cancelled one at a time, in this process: a request and
+# the bookkeeping above change together.
+_lock = threading.Lock()
 
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]
 def bp_notified(token: int) -> None:
     """Run by glibc in a thread of its own when a notification fires: hands the
     callback to a Python thread, whose exceptions go to threading.excepthook."""
-    callback = _callbacks.pop(token, None)
-    if callback is not None:
-        threading.Thread(target=callback, name=f"baseplate-mq notify {token}").start()
+    with _lock:
+        entry = _callbacks.pop(token, None)
+        if entry is not None:
+            queue = entry[1]()
+            if queue is not None and queue._notify_token == token:
+                _forget(queue)
+    if entry is not None:
+        threading.Thread(target=entry[0], name=f"baseplate-mq notify {token}").start()
 
 
 def _parse(how: How) -> tuple[int, Optional[Callable[[], object]]]:
@@ -67,7 +95,7 @@ def _parse(how: How) -> tuple[int, Optional[Callable[[], object]]]:
         return 0, None
     if isinstance(how, int) and not isinstance(how, bool):
         if not 0 < how < lib.NSIG:
-            raise InvalidParametersError(
+            raise invalid(
                 f"notify({how}): a signal number is 1 to {lib.NSIG - 1}, such as signal.SIGUSR1"
             )
         return how, None
@@ -79,49 +107,86 @@ def _parse(how: How) -> tuple[int, Optional[Callable[[], object]]]:
 def request(queue: Notifiable, how: How) -> None:
     """Make, replace or (``how`` None) cancel ``queue``'s notification request."""
     signum, callback = _parse(how)
-    with queue._close_lock:
+    with _lock:
         if queue._closed:
             raise closed_error(queue.name)
-        previous, queue._notify_token = queue._notify_token, 0
-        if previous:  # this object's own request: replace it
-            _callbacks.pop(previous, None)
-            lib.bp_notify(queue._queue, 0, 0)
-        token = 0
-        if callback is not None:
-            token = next(_tokens)
-            _callbacks[token] = callback
-        result = lib.bp_notify(queue._queue, signum, token)
+        key = _identity(queue)
+        if queue._notify_token:  # this object's own request: cancel it first
+            if _holders.get(key) == queue._notify_token and _holder_pid(queue) == os.getpid():
+                lib.bp_notify(queue._queue, 0, 0)
+            _forget(queue)
+        if how is None:
+            return  # holding none, this object cancels nothing: not another's request
+        token = next(_tokens) if callback is not None else -1
+        result = lib.bp_notify(queue._queue, signum, max(token, 0))
+        if result == -errno.EBUSY:
+            words = Words(
+                "queue {queue} already has a notification request, from {holder}: only one "
+                "at a time is allowed. It ends when that one fires, is cancelled "
+                "(notify(None)) or its queue is closed",
+                queue=queue.name,
+                holder=_holder(queue, key),
+            )
+            raise about(MessageQueueOSError(errno.EBUSY, str(words)), words)
         if result < 0:
-            _callbacks.pop(token, None)
-            if result == -errno.EBUSY:
-                raise about(
-                    MessageQueueOSError(
-                        errno.EBUSY,
-                        f"queue {queue.name!r} already has a notification request, from "
-                        f"{_holder(queue.name)}: only one at a time is allowed. It ends when "
-                        "that one fires, is cancelled (notify(None)) or its queue is closed",
-                    ),
-                    queue.name,
-                )
             raise queue._error(-result, "request notification of")
-        queue._notify_token = token if callback is not None else -1 if signum else 0
+        if callback is not None:
+            _callbacks[token] = (callback, weakref.ref(queue))
+        queue._notify_token, queue._notify_key = token, key
+        _holders[key] = token
 
 
-def forget(token: int) -> None:
-    """Drop the callback of a request that can no longer fire (its queue closed)."""
+def release(queue: Notifiable) -> None:
+    """``queue`` is being closed: the kernel drops its request with the
+    descriptor, and a late notification finds no callback."""
+    with _lock:
+        _forget(queue)
+
+
+def after_fork_in_child(queues: Any) -> None:
+    """A child holds no request (the kernel registers a process, not a
+    descriptor), whatever its parent held."""
+    global _lock
+    _lock = threading.Lock()  # the parent's may have been held by another thread
+    _callbacks.clear()
+    _holders.clear()
+    for queue in queues:
+        queue._notify_token, queue._notify_key = 0, None
+
+
+def _forget(queue: Notifiable) -> None:
+    """Forget ``queue``'s request (the caller holds _lock)."""
+    token, key = queue._notify_token, queue._notify_key
     _callbacks.pop(token, None)
+    if key is not None and _holders.get(key) == token:
+        del _holders[key]
+    queue._notify_token, queue._notify_key = 0, None
 
 
-def _holder(name: str) -> str:
-    """Which process holds the notification of queue ``name``, if the mqueue
-    file system shows it (its NOTIFY_PID field)."""
-    mount = mqueue_mount()
-    if mount is not None:
-        try:
-            with open(os.path.join(mount, name.lstrip("/"))) as status:
-                found = re.search(r"NOTIFY_PID:(\d+)", status.read())
-        except OSError:
-            found = None
-        if found and found.group(1) != "0":
-            return f"process {found.group(1)}"
-    return "another process (or another object in this one)"
+def _identity(queue: Notifiable) -> Tuple[int, int]:
+    """The queue's (device, inode): which queue it is, whatever its name now."""
+    facts = os.fstat(queue.fileno())
+    return facts.st_dev, facts.st_ino
+
+
+def _holder_pid(queue: Notifiable) -> Optional[int]:
+    """The process that holds the queue's request (0: none), read through this
+    object's own descriptor: opening another would cancel this process's."""
+    try:
+        status = os.pread(queue.fileno(), 512, 0).decode("ascii", "replace")
+    except OSError:  # opened for writing only
+        return None
+    found = re.search(r"NOTIFY_PID:(\d+)", status)
+    return int(found.group(1)) if found else None
+
+
+def _holder(queue: Notifiable, key: Tuple[int, int]) -> str:
+    """Who holds the request on ``queue``, in words."""
+    pid = _holder_pid(queue)
+    if pid is None:
+        return "another process (or another object in this one)"
+    if pid != os.getpid():
+        return f"process {pid}"
+    if key in _holders:
+        return "another MessageQueue object in this process"
+    return "this process, through another library"

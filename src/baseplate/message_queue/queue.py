@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 import warnings
 import weakref
 from collections import deque
@@ -39,13 +38,7 @@ from baseplate.message_queue.checks import (
     encode_name,
     not_writable,
 )
-from baseplate.message_queue.errors import (
-    InvalidParametersError,
-    MessageQueueError,
-    about,
-    closed_error,
-    error_for,
-)
+from baseplate.message_queue.errors import MessageQueueError, closed_error, error_for, invalid
 from baseplate.message_queue.message import LENGTH_MASK, PACK_SHIFT, Message, message_at
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,14 +70,20 @@ def unlink(name: Union[str, bytes]) -> None:
         raise error_for(ffi.errno, os.fsdecode(raw), "unlink")
 
 
-def _queue_exists(raw: bytes) -> bool:
-    """Whether queue ``raw`` exists, for an error's wording: mq_open's EACCES
-    with O_CREAT may mean that opening or that creating was refused."""
-    probe = ffi.new("struct bp_queue *")
-    result: int = lib.bp_open(probe, raw, lib.O_RDONLY, 0, 0, 0)
-    if result == 0:
-        lib.bp_close(probe)
-    return result != -errno.ENOENT
+# The ways to open a queue, tried in turn: both directions, else the one its
+# mode grants this user.
+_ACCESSES = (lib.O_RDWR, lib.O_RDONLY, lib.O_WRONLY)
+
+
+def _open(
+    handle: Any, raw: bytes, flags: int, mode: int, sizes: tuple[int, int]
+) -> tuple[int, int]:
+    """Open queue ``raw`` into ``handle``: (result, access), result 0 or -errno."""
+    for access in _ACCESSES:
+        result: int = lib.bp_open(handle, raw, flags | access, mode, *sizes)
+        if result != -errno.EACCES:
+            break
+    return result, access
 
 
 # Every open queue, for the fork handler below.
@@ -92,9 +91,19 @@ _open_queues: weakref.WeakSet[MessageQueue] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    """A child has its own wake descriptors, and none of its parent's threads."""
-    for queue in list(_open_queues):
-        lib.bp_after_fork(queue._queue)
+    """A child has its own wake descriptors, none of its parent's requests for
+    notification, and only the forking thread: the uses that other threads'
+    greenlets and every event loop held there are dropped, without touching
+    a loop (the child shares the parent's epoll instances)."""
+    queues = list(_open_queues)
+    notification.after_fork_in_child(queues)
+    for queue in queues:
+        handle = queue._queue
+        lib.bp_after_fork(handle)  # uses now: those still held from Python
+        stale = queue._async_waits.after_fork_in_child()
+        stale += waiting.drop_other_threads_holds(queue._cooperative_holds)
+        for _ in range(stale):
+            lib.bp_unhold(handle)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -126,10 +135,10 @@ class MessageQueue(BatchCalls):
     """
 
     _closed = True  # so that __del__ works even if __init__ failed
-    _async_waits: Optional[event_loop.AsyncWaits] = None
     # This object's notification request: the callback's token, -1 for a
-    # signal, 0 for none.
+    # signal, 0 for none; and the queue's (device, inode) while it holds one.
     _notify_token = 0
+    _notify_key: Optional[tuple[int, int]] = None
 
     def __init__(
         self,
@@ -146,7 +155,7 @@ class MessageQueue(BatchCalls):
         max_message_size = check_size(max_message_size, "max_message_size")
         mode = check_mode(mode)
         if exclusive and not create:
-            raise InvalidParametersError("exclusive=True needs create=True")
+            raise invalid("exclusive=True needs create=True")
         #: The queue's name, as given.
         self.name: str = name if isinstance(name, str) else os.fsdecode(name)
 
@@ -154,18 +163,22 @@ class MessageQueue(BatchCalls):
         # close() safe while other threads use the queue (mqueue_helpers.c).
         queue = ffi.new("struct bp_queue *")
         flags = (lib.O_CREAT if create else 0) | (lib.O_EXCL if exclusive else 0)
-        for access in (lib.O_RDWR, lib.O_RDONLY, lib.O_WRONLY):
-            result = lib.bp_open(queue, raw, flags | access, mode, max_messages, max_message_size)
-            if result != -errno.EACCES:
-                break
+        sizes = (max_messages, max_message_size)
+        result, access = _open(queue, raw, flags, mode, sizes)
+        operation = "create" if create else "open"
+        if result == -errno.EACCES and create and not exclusive:
+            # Refused with O_CREAT: opening one that exists, or creating one?
+            # Ask without: that never creates, and refused, opens nothing (a
+            # probe opened and closed would cancel this process's request for
+            # notification on the queue).
+            result, access = _open(queue, raw, 0, mode, sizes)
+            operation = "create" if result == -errno.ENOENT else "open"
+            result = -errno.EACCES if result == -errno.ENOENT else result
         if result < 0:
             raise error_for(
                 -result,
                 self.name,
-                # Refused with O_CREAT: was it creating, or opening one that exists?
-                "open"
-                if not create or (result == -errno.EACCES and _queue_exists(raw))
-                else "create",
+                operation,
                 max_messages=max_messages,
                 max_message_size=max_message_size,
             )
@@ -175,7 +188,10 @@ class MessageQueue(BatchCalls):
         self._maxmsg: int = attr.mq_maxmsg
         self._msgsize: int = queue.msgsize
         self._access = access
-        self._close_lock = threading.Lock()
+        # Event-loop waits on this queue, and the uses that greenlets hold
+        # while they wait, by thread (both for the fork handler).
+        self._async_waits = event_loop.AsyncWaits(queue)
+        self._cooperative_holds: dict[int, int] = {}
         # Receive buffers not in use: each get() takes its own, so threads
         # never share one, and puts it back, so none is allocated per call.
         # (A deque: unlike a list, popping its last item frees nothing.)
@@ -248,6 +264,16 @@ class MessageQueue(BatchCalls):
     def gid(self) -> int:
         """The group ID of the queue."""
         return self._ownership()[2]
+
+    def readable(self) -> bool:
+        """Whether this object may receive: False when the queue's mode let this
+        user open it for writing only."""
+        return bool(self._access != lib.O_WRONLY)
+
+    def writable(self) -> bool:
+        """Whether this object may send: False when the queue's mode let this
+        user open it for reading only (then nothing received can be put back)."""
+        return bool(self._access != lib.O_RDONLY)
 
     @property
     def closed(self) -> bool:
@@ -387,13 +413,13 @@ class MessageQueue(BatchCalls):
         except (TypeError, ValueError, BufferError):
             raise not_writable(buffer) from None
         if len(memory) < self._msgsize:
-            raise about(
-                InvalidParametersError(
-                    f"get_into() needs a buffer of at least max_message_size={self._msgsize} "
-                    f"bytes for queue {self.name!r}, which the kernel requires; this one has "
-                    f"{len(memory)}. Nothing was received"
-                ),
-                self.name,
+            raise invalid(
+                "get_into() needs a buffer of at least max_message_size={limit} bytes for "
+                "queue {queue}, which the kernel requires; this one has {size}. Nothing was "
+                "received",
+                limit=self._msgsize,
+                queue=self.name,
+                size=len(memory),
             )
         result = _bp_try_get_into(self._queue, memory)
         if result < 0:
@@ -411,7 +437,7 @@ class MessageQueue(BatchCalls):
         data = buffer[0]
         result = _bp_try_get(data)
         if result < 0:
-            result = await event_loop.receive(self, self._loop_waits(), data, deadline, -result)
+            result = await event_loop.receive(self, self._async_waits, data, deadline, -result)
         return message_at(buffer[1], 0, result)
 
     async def put_async(
@@ -423,14 +449,7 @@ class MessageQueue(BatchCalls):
         deadline = waiting.deadline_cell(timeout)
         result = _bp_try_put(self._queue, data, len(data), priority)
         if result:
-            await event_loop.send(self, self._loop_waits(), data, priority, deadline, -result)
-
-    def _loop_waits(self) -> event_loop.AsyncWaits:
-        """This queue's event-loop registrations, made on first need."""
-        with self._close_lock:
-            if self._async_waits is None:
-                self._async_waits = event_loop.AsyncWaits(self._queue, self._close_lock)
-            return self._async_waits
+            await event_loop.send(self, self._async_waits, data, priority, deadline, -result)
 
     # -- life cycle --------------------------------------------------------
 
@@ -439,19 +458,22 @@ class MessageQueue(BatchCalls):
         or task, raises :class:`QueueClosedError` at once, as does any later
         call. A call that already took its message returns it. Closing again
         does nothing. The queue itself lives on (see :meth:`unlink`).
+
+        It takes no lock, so that it may be called from anywhere, a signal
+        handler included, whatever the interrupted code was doing: the calls
+        it races with check again, after their own step, that the queue is
+        still open.
         """
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-            readinesses = self._async_waits.take_all() if self._async_waits else []
-            # The kernel drops the request as the descriptor closes; a late
-            # notification finds no callback.
-            notification.forget(self._notify_token)
+        if self._closed:
+            return
+        self._closed = True
         # Marks the queue closed and wakes the waits in C and gevent; the
         # descriptors are released by the last call still using them.
         lib.bp_close(self._queue)
-        event_loop.shut(readinesses, closed_error(self.name, was=True))
+        self._async_waits.shut(closed_error(self.name, was=True))
+        # The kernel drops the request as the descriptor closes; a late
+        # notification finds no callback.
+        notification.release(self)
 
     def unlink(self) -> None:
         """Remove the queue's name from the system.

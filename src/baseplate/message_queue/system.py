@@ -9,16 +9,22 @@ that errors can be explained, and the command line can start, without it.
 from __future__ import annotations
 
 import errno
+import grp
 import os
 import pwd
 import resource
-from typing import Optional
+from typing import NamedTuple, Optional
 
 # The kernel's own ceilings, which bind even privileged users (ipc/mqueue.c).
 HARD_MSGMAX = 65536
 HARD_MSGSIZEMAX = 16 * 1024 * 1024
 # Per-message bookkeeping the kernel charges to RLIMIT_MSGQUEUE (64-bit).
 KERNEL_BYTES_PER_MESSAGE = 96
+#: Permission bits as this package shows and compares them, everywhere
+#: (fstat in C masks the same): the set-id and sticky bits included.
+MODE_BITS = 0o7777
+#: How to mount the mqueue file system, which shows queues' names and owners.
+MOUNT_COMMAND = "mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue"
 
 
 def read_sysctl(name: str) -> Optional[int]:
@@ -68,21 +74,46 @@ def mqueue_mount() -> Optional[str]:
     return None
 
 
-def owner_and_mode(name: str) -> str:
-    """Who owns queue ``name`` and its mode, for a refusal: read from the
-    mqueue file system, the only place they show without opening the queue."""
+def mqueue_path(name: str) -> Optional[str]:
+    """Where queue ``name`` shows in the mqueue file system, if it is mounted."""
     mount = mqueue_mount()
-    if mount is None:
-        return (
-            "its mode does not allow this user (mount the mqueue file system to see its "
-            "owner and mode: mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue)."
-        )
+    return None if mount is None else os.path.join(mount, name.lstrip("/"))
+
+
+class Owner(NamedTuple):
+    """Who owns a queue, and its mode."""
+
+    uid: int
+    gid: int
+    mode: int
+    user: Optional[str]  # the user's name, if the user database has one
+
+
+def queue_owner(name: str) -> Optional[Owner]:
+    """Who owns queue ``name``, read from the mqueue file system (the only
+    place that shows it without opening the queue), or None if it cannot be
+    read: not mounted, or gone."""
+    path = mqueue_path(name)
+    if path is None:
+        return None
     try:
-        facts = os.stat(os.path.join(mount, name.lstrip("/")))
+        facts = os.stat(path)
     except OSError:
-        return "its owner and mode do not allow this user."
+        return None
+    return Owner(facts.st_uid, facts.st_gid, facts.st_mode & MODE_BITS, user_name(facts.st_uid))
+
+
+def user_name(uid: int) -> Optional[str]:
+    """The name of user ``uid``, or None."""
     try:
-        owner = f"{pwd.getpwuid(facts.st_uid).pw_name} (uid {facts.st_uid})"
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        owner = f"uid {facts.st_uid}"
-    return f"it belongs to {owner}, gid {facts.st_gid}, mode {facts.st_mode & 0o777:04o}."
+        return None
+
+
+def group_name(gid: int) -> Optional[str]:
+    """The name of group ``gid``, or None."""
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import errno
 import select
+import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Generator, List
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, List
 
 from baseplate.message_queue._mqueue import ffi, lib
 
@@ -31,6 +32,7 @@ from baseplate.message_queue.errors import (
     MessageQueueError,
     QueueClosedError,
     TimedOutError,
+    Words,
     about,
 )
 from baseplate.message_queue.message import LENGTH_MASK, PACK_SHIFT
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
         name: str
         _queue: Any  # its struct bp_queue *
+        _cooperative_holds: Dict[int, int]  # uses held by greenlets, by thread
 
         def _error(self, err: int, operation: str, size: int = 0) -> MessageQueueError: ...
 
@@ -103,9 +106,8 @@ def retries(
         if err in _WOULD_BLOCK:
             if deadline[0] == NOW or 0 < deadline[0] <= _monotonic_ns():
                 what = "room in" if writable else "a message in"
-                raise about(
-                    TimedOutError(f"timed out waiting for {what} queue {queue.name!r}"), queue.name
-                )
+                words = Words(f"timed out waiting for {what} queue {{queue}}", queue=queue.name)
+                raise about(TimedOutError(str(words)), words)
             if cooperative:
                 yield deadline[0]
         elif err != errno.EINTR:
@@ -124,17 +126,21 @@ def wait(
     waits = retries(queue, attempt, writable, deadline, err, size, cooperative)
     try:
         while True:
-            _wait_cooperatively(queue._queue, writable, next(waits))
+            _wait_cooperatively(queue, writable, next(waits))
     except StopIteration as done:
         result: int = done.value
         return result
 
 
-def _wait_cooperatively(handle: Any, writable: bool, deadline: int) -> None:
+def _wait_cooperatively(queue: Waitable, writable: bool, deadline: int) -> None:
     """Wait through the monkey-patched ``select.select`` (gevent, eventlet)
     for the queue to be ready, for close(), or for the deadline."""
+    handle, holds = queue._queue, queue._cooperative_holds
     if not lib.bp_hold(handle):
         return  # closed: the next attempt says so
+    # Counted by thread: after fork() the child drops other threads' holds.
+    thread = threading.get_ident()
+    holds[thread] = holds.get(thread, 0) + 1
     try:
         wake = lib.bp_wake_fd(handle)
         if lib.bp_is_closed(handle):
@@ -148,7 +154,22 @@ def _wait_cooperatively(handle: Any, writable: bool, deadline: int) -> None:
         else:
             select.select([handle.mqd, *watched], [], [], timeout)
     finally:
+        left = holds.pop(thread, 1) - 1
+        if left:
+            holds[thread] = left
         lib.bp_unhold(handle)
+
+
+def drop_other_threads_holds(holds: Dict[int, int]) -> int:
+    """In a child after fork(): forget the holds of the threads that did not
+    come along (all but this one); return how many there were."""
+    thread = threading.get_ident()
+    dropped = sum(count for holder, count in holds.items() if holder != thread)
+    mine = holds.get(thread)
+    holds.clear()
+    if mine:
+        holds[thread] = mine
+    return dropped
 
 
 # --------------------------------------------------------------------------
@@ -219,22 +240,21 @@ def send_batch(
         if outcome < 0:
             wait(queue, attempt, True, deadline, -outcome, lengths[sent])
     except TimedOutError:
-        raise about(
-            TimedOutError(
-                f"timed out waiting for room in queue {queue.name!r} "
-                f"after sending {sent} of {total} messages",
-                sent,
-            ),
-            queue.name,
-        ) from None
+        words = Words(
+            "timed out waiting for room in queue {queue} after sending {sent} of {total} messages",
+            queue=queue.name,
+            sent=sent,
+            total=total,
+        )
+        raise about(TimedOutError(str(words), sent), words) from None
     except QueueClosedError:
-        raise about(
-            QueueClosedError(
-                f"queue {queue.name!r} was closed after {sent} of {total} messages were sent",
-                sent,
-            ),
-            queue.name,
-        ) from None
+        words = Words(
+            "queue {queue} was closed after {sent} of {total} messages were sent",
+            queue=queue.name,
+            sent=sent,
+            total=total,
+        )
+        raise about(QueueClosedError(str(words), sent), words) from None
     return total
 
 
