@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -104,8 +105,10 @@ def test_load_stops_before_a_message_too_long_for_the_target(
         (b'{"v": 1, "priority": 0}', 'exactly one of "text" and "base64"'),
         (b'{"v": 1, "priority": 0, "base64": "***"}', "not valid base64"),
         (b'{"v": 1, "priority": 0, "text": "\\ud800"}', "lone surrogate"),
-        (b"", "not a JSON object"),
         (b'{"v": 1, "text": "x"}', 'it has no "priority"'),
+        (b"[" * 3000, "nested too deeply"),
+        (b'{"v": true, "priority": 0, "text": "x"}', "format version True"),
+        (b'{"v": 1.0, "priority": 0, "text": "x"}', "format version 1.0"),
     ],
 )
 def test_a_corrupt_line_is_named_after_the_lines_before_it_were_loaded(
@@ -117,9 +120,35 @@ def test_a_corrupt_line_is_named_after_the_lines_before_it_were_loaded(
     assert result.returncode == 1
     message = result.stderr.decode()
     assert message.startswith("baseplate-mq: error: line 3 is not a message of dump's format")
-    assert why in message and "the 2 line(s) before it were loaded" in message
+    assert why in message and "the 2 message(s) before it were loaded" in message
     assert len(message.splitlines()) == 1
     assert contents(target) == [(b"first", 2), (b"second", 0)]
+
+
+def test_blank_lines_are_skipped_and_line_numbers_count_every_line(make_queue: MakeQueue) -> None:
+    target = make_queue()
+    good = dump_line(_message(b"first", 2)).replace(b"\n", b"\r\n")  # CRLF, as edited elsewhere
+    result = run([*BPMQ, "load", target.name], b"\n" + good + b"  \t\r\n\n" + b"oops\n")
+    assert result.returncode == 1
+    assert b"line 5 is not a message of dump's format" in result.stderr
+    assert b"the 1 message(s) before it were loaded" in result.stderr
+    assert contents(target) == [(b"first", 2)]
+
+
+def test_a_line_longer_than_any_that_fits_is_refused_without_reading_it_all(
+    make_queue: MakeQueue,
+) -> None:
+    target = make_queue(max_messages=10, max_message_size=16)
+    good = dump_line(_message(b"first", 0))
+    endless = b'{"v": 1, "priority": 0, "text": "' + b"x" * 40_000_000  # no newline, ever
+    started = time.monotonic()
+    result = run([*BPMQ, "load", target.name], good + endless)
+    assert time.monotonic() - started < 10  # not quadratic, not all of it
+    assert result.returncode == 1
+    message = result.stderr.decode()
+    assert "line 2 has more than 160 bytes: longer than any line of dump's format" in message
+    assert "the 1 message(s) before it were loaded" in message
+    assert contents(target) == [(b"first", 0)]
 
 
 def test_a_last_line_without_its_newline_still_loads(make_queue: MakeQueue) -> None:
@@ -202,16 +231,16 @@ def test_ls_lists_queues_sorted_with_their_facts(make_queue: MakeQueue) -> None:
     names = [q["name"] for q in listed]
     assert names == sorted(names)
     text = run_in_mount_namespace(LS, mounted=True).stdout.splitlines()
-    assert text[0].split() == ["NAME", "MESSAGES", "MAX", "SIZE", "MODE", "OWNER"]
+    assert text[0].split() == ["MESSAGES", "MAX", "SIZE", "MODE", "OWNER", "NAME"]
     row = next(line for line in text if first.name in line)
-    assert row.split() == [first.name, "1", "5", "32", "0600", "root"]
+    assert row.split() == ["1", "5", "32", "0600", "root", first.name]
 
 
 # ls as uid 65534, forked (and imported) first: no new interpreter as that user.
 LS_AS_NOBODY = """
 import os, sys
 from click.testing import CliRunner
-import baseplate.message_queue
+import baseplate.message_queue.queue
 from baseplate.message_queue.cli.commands import cli
 pid = os.fork()
 if pid == 0:
@@ -230,7 +259,7 @@ def test_ls_shows_what_it_can_of_a_queue_this_user_may_not_open(make_queue: Make
     code, *output = result.stdout.splitlines()
     assert code == "0", result
     row = next(line for line in output if private.name in line)
-    assert row.split() == [private.name, "?", "?", "?", "0600", "root"]
+    assert row.split() == ["?", "?", "?", "0600", "root", private.name]
 
 
 def test_ls_without_the_mqueue_file_system_says_how_to_mount_it() -> None:

@@ -13,20 +13,30 @@ import click
 
 from baseplate.message_queue.cli.dump_format import dump_line
 from baseplate.message_queue.cli.exits import EXIT_SHORT_READ, CommandFailed, reports_errors
-from baseplate.message_queue.cli.options import QUEUE, SECONDS, delimiter, size_options
+from baseplate.message_queue.cli.options import (
+    COUNT,
+    POSITIVE,
+    PRIORITY,
+    QUEUE,
+    SECONDS,
+    delimiter,
+    size_options,
+)
 from baseplate.message_queue.cli.queues import (
+    as_json,
+    as_text,
+    cell,
     check_same,
-    effective_mode,
     open_queue,
     queue_facts,
     stat_facts,
 )
 from baseplate.message_queue.cli.signals import Stopping
-from baseplate.message_queue.cli.stdio import check_stdio
+from baseplate.message_queue.cli.stdio import StreamFailed, require
 from baseplate.message_queue.cli.streaming import DEFAULT_IN_FLIGHT, consume, produce, restore
-from baseplate.message_queue.cli.words import printable
+from baseplate.message_queue.cli.words import literal, seconds
 from baseplate.message_queue.errors import MessageQueueError, QueueNotFoundError
-from baseplate.message_queue.system import mqueue_mount
+from baseplate.message_queue.system import MOUNT_COMMAND, mqueue_mount
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,7 +53,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("queue", type=QUEUE)
-@click.option("-n", "--count", type=click.IntRange(min=0), help="Stop after exactly N messages.")
+@click.option("-n", "--count", type=COUNT, help="Stop after exactly N messages.")
 @click.option(
     "-t",
     "--timeout",
@@ -54,11 +64,11 @@ def cli() -> None:
 @click.option("-0", "--null", is_flag=True, help="End each message with NUL, not newline.")
 @click.option(
     "--in-flight",
-    type=click.IntRange(min=1),
+    type=POSITIVE,
     default=DEFAULT_IN_FLIGHT,
     show_default=True,
-    help="On a pipe or socket, take at most N messages the reader has not read yet: "
-    "all that can be lost if it quits. Larger is faster.",
+    help="On a pipe or Unix socket, take at most N messages the reader has not read "
+    "yet: all that can be lost if it quits. Larger is faster.",
 )
 @size_options
 @click.option(
@@ -82,20 +92,21 @@ def read(
     """Print messages from QUEUE as they arrive, one per line.
 
     Messages are written as raw bytes. A message taken from the queue is
-    written out whole or put back, whatever stops the command; only on a
-    pipe or socket whose reader quits can up to --in-flight messages it had
-    not read be lost. Use --count N to take exactly N.
+    written out whole or put back (at the back of its priority), whatever
+    stops the command, and stderr says which. Only on a pipe or Unix socket
+    whose reader quits can up to --in-flight messages it had not read be
+    lost; on a TCP socket, what the sockets' buffers hold (stderr says so).
+    Use --count N to take exactly N. An existing queue keeps its own sizes.
 
     \b
     Example:
         baseplate-mq read /events --count 10 --timeout 5
     """
-    check_stdio(1, "output")
+    require(1)
     with Stopping() as stopping:
         opened, _ = open_queue(queue, max_messages, max_message_size, create, mode)
         with opened:
             got = consume(opened, count, timeout, delimiter(null), in_flight, stopping)
-        stopping.check()  # a signal at the very end still says so
     _check_count(got, count, timeout)
 
 
@@ -103,7 +114,7 @@ def _check_count(got: int, count: Optional[int], timeout: Optional[float]) -> No
     """Fail (status 3) when ``--count`` was not reached before the timeout."""
     if count is not None and got < count:
         raise CommandFailed(
-            f"got {got} of {count} messages before the {timeout or 0:g} s timeout",
+            f"got {got} of {count} messages before the {seconds(timeout or 0)} s timeout",
             EXIT_SHORT_READ,
         )
 
@@ -113,7 +124,7 @@ def _check_count(got: int, count: Optional[int], timeout: Optional[float]) -> No
 @click.option(
     "-p",
     "--priority",
-    type=click.IntRange(min=0, max=32767),
+    type=PRIORITY,
     default=0,
     show_default=True,
     help="Priority of the messages (higher are received first).",
@@ -146,18 +157,18 @@ def write(
     """Send each line of standard input to QUEUE as a message.
 
     The line ending is not sent; an empty line is an empty message. Waits
-    while the queue is full (and says so after a second, on a terminal).
+    while the queue is full (and says so after a second, on a terminal). An
+    existing queue keeps its own sizes: info shows them.
 
     \b
     Example:
         printf 'one\\ntwo\\n' | baseplate-mq write /events --priority 3
     """
-    check_stdio(0, "input")
+    require(0)
     with Stopping() as stopping:
         opened, _ = open_queue(queue, max_messages, max_message_size, create, mode)
         with opened:
             produce(opened, priority, timeout, delimiter(null), stopping)
-        stopping.check()
 
 
 @cli.command()
@@ -170,26 +181,34 @@ def create(
 ) -> None:
     """Create QUEUE and print its sizes and mode.
 
-    If QUEUE exists with the same sizes and mode, that is success too; with
-    others, it fails and says how to re-create it.
+    The queue gets exactly the mode asked for, whatever the umask. If QUEUE
+    exists with the same sizes and mode, that is success too; with others,
+    it fails and says how to get them.
 
     \b
     Example:
         baseplate-mq create /events --max-messages 10 --mode 600
     """
-    from baseplate.message_queue.queue import MessageQueue  # loads the binding
-
-    if exclusive:
-        opened = MessageQueue(queue, max_messages, max_message_size, mode=mode, exclusive=True)
-    else:
-        opened, created = open_queue(queue, max_messages, max_message_size, True, mode, False)
-        if not created:
-            check_same(opened, max_messages, max_message_size, effective_mode(mode))
+    require(1)
+    opened, created = open_queue(queue, max_messages, max_message_size, True, mode, False)
+    if not created:
+        if exclusive:
+            opened.close()
+            raise CommandFailed(
+                f"queue {literal(queue)} already exists (--exclusive refuses an existing one)"
+            )
+        check_same(opened, max_messages, max_message_size, mode)
     with opened:
-        click.echo(
-            f"{opened.name}: max_messages={opened.max_messages} "
+        line = (
+            f"{literal(opened.name)}: max_messages={opened.max_messages} "
             f"max_message_size={opened.max_message_size} mode={opened.mode:04o}"
         )
+    try:
+        click.echo(line)
+    except StreamFailed as failure:
+        if created and failure.message is not None:
+            failure.message = f"queue {literal(queue)} was created, but {failure.message}"
+        raise
 
 
 @cli.command()
@@ -214,9 +233,9 @@ def unlink(queue: str, force: bool) -> None:
 
 @cli.command()
 @click.argument("queue", type=QUEUE)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.option("--json", "as_json_output", is_flag=True, help="Print a JSON object.")
 @reports_errors
-def info(queue: str, as_json: bool) -> None:
+def info(queue: str, as_json_output: bool) -> None:
     """Show the sizes, contents, mode and owner of QUEUE (never creates it).
 
     \b
@@ -225,24 +244,22 @@ def info(queue: str, as_json: bool) -> None:
     """
     from baseplate.message_queue.queue import MessageQueue  # loads the binding
 
+    require(1)
     with MessageQueue(queue, create=False) as opened:
         facts = queue_facts(opened)
-    if as_json:
-        click.echo(json.dumps(facts))
-    else:
-        for key, value in facts.items():
-            click.echo(f"{key}: {value}")
+    click.echo(json.dumps(as_json(facts)) if as_json_output else "\n".join(as_text(facts)))
 
 
 @cli.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of info objects.")
+@click.option("--json", "as_json_output", is_flag=True, help="Print a JSON list of info objects.")
 @reports_errors
-def list_queues(as_json: bool) -> None:
+def list_queues(as_json_output: bool) -> None:
     """List every queue on this host that this user can see, by name.
 
-    Columns: name, messages waiting, max messages, max message size, mode,
-    owner; ? where this user may not open the queue. The names come from the
-    mqueue file system, which must be mounted.
+    Columns: messages waiting, max messages, max message size, mode, owner,
+    and the name last (as a shell word: quoted where it needs to be); ?
+    where this user may not open the queue. The names come from the mqueue
+    file system, which must be mounted.
 
     \b
     Example:
@@ -250,11 +267,12 @@ def list_queues(as_json: bool) -> None:
     """
     from baseplate.message_queue.queue import MessageQueue  # loads the binding
 
+    require(1)
     mount = mqueue_mount()
     if mount is None:
         raise CommandFailed(
             "the mqueue file system is not mounted, so the queues cannot be listed; "
-            "mount it as root: mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue"
+            f"mount it as root: {MOUNT_COMMAND}"
         )
     queues = []
     for entry in sorted(os.listdir(mount)):
@@ -268,30 +286,24 @@ def list_queues(as_json: bool) -> None:
             facts = stat_facts(name, os.path.join(mount, entry))
         if facts is not None:
             queues.append(facts)
-    if as_json:
-        click.echo(json.dumps(queues))
+    if as_json_output:
+        click.echo(json.dumps([as_json(facts) for facts in queues]))
         return
-    header = ("NAME", "MESSAGES", "MAX", "SIZE", "MODE", "OWNER")
-    rows = [header] + [
-        (
-            printable(q["name"]),
-            *("?" if q[key] is None else str(q[key]) for key in _LS_NUMBERS),
-            q["mode"],
-            q["owner"] or str(q["uid"]),
-        )
-        for q in queues
-    ]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    rows = [_LS_HEADER] + [tuple(cell(key, facts) for key in _LS_COLUMNS) for facts in queues]
+    # Every column but the last is padded: a long name makes no row wider but its own.
+    widths = [max(len(row[column]) for row in rows) for column in range(len(_LS_HEADER) - 1)]
+    click.echo(
+        "\n".join("  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[-1]]) for row in rows)
+    )
 
 
-_LS_NUMBERS = ("current_messages", "max_messages", "max_message_size")
+_LS_HEADER = ("MESSAGES", "MAX", "SIZE", "MODE", "OWNER", "NAME")
+_LS_COLUMNS = ("current_messages", "max_messages", "max_message_size", "mode", "owner", "name")
 
 
 @cli.command()
 @click.argument("queue", type=QUEUE)
-@click.option("-n", "--count", type=click.IntRange(min=0), help="Take at most N messages.")
+@click.option("-n", "--count", type=COUNT, help="Take at most N messages.")
 @click.option(
     "-t",
     "--timeout",
@@ -302,10 +314,10 @@ _LS_NUMBERS = ("current_messages", "max_messages", "max_message_size")
 )
 @click.option(
     "--in-flight",
-    type=click.IntRange(min=1),
+    type=POSITIVE,
     default=DEFAULT_IN_FLIGHT,
     show_default=True,
-    help="As for read: on a pipe or socket, at most N messages unread by the reader.",
+    help="As for read: on a pipe or Unix socket, at most N messages unread by the reader.",
 )
 @reports_errors
 def dump(queue: str, count: Optional[int], timeout: float, in_flight: int) -> None:
@@ -321,12 +333,11 @@ def dump(queue: str, count: Optional[int], timeout: float, in_flight: int) -> No
         baseplate-mq dump /events > saved.jsonl
         baseplate-mq load /events --create < saved.jsonl
     """
-    check_stdio(1, "output")
+    require(1)
     with Stopping() as stopping:
         opened, _ = open_queue(queue, 1, 1, False, 0o600)
         with opened:
             got = consume(opened, count, timeout, b"\n", in_flight, stopping, dump_line)
-        stopping.check()
     _check_count(got, count, timeout)
 
 
@@ -356,17 +367,17 @@ def load(
 ) -> None:
     """Send the messages of dump's JSON Lines on standard input to QUEUE.
 
-    In order, with their priorities. A message longer than the queue's
-    max_message_size, or a line that is not dump's format, stops it: the
-    lines before it were loaded, and stderr names the line.
+    In order, with their priorities; blank lines are skipped. A message
+    longer than the queue's max_message_size, or a line that is not dump's
+    format, stops it: the lines before it were loaded, and stderr names the
+    line (its number counts every line).
 
     \b
     Example:
         baseplate-mq load /events --create --max-message-size 4096 < saved.jsonl
     """
-    check_stdio(0, "input")
+    require(0)
     with Stopping() as stopping:
         opened, _ = open_queue(queue, max_messages, max_message_size, create, mode)
         with opened:
             restore(opened, timeout, stopping)
-        stopping.check()

@@ -1,15 +1,22 @@
 """Option types and shared options: what the command line accepts, checked
-while it parses (a bad value exits 2, before anything is opened).
+while it parses (a bad value exits 2, in our words, before anything is opened).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable, Optional, TypeVar
 
 import click
 
+from baseplate.message_queue.cli.words import SHELL, literal
+from baseplate.message_queue.errors import MessageQueueError
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+_WHOLE = re.compile(r"\s*[+-]?[0-9]+\s*\Z")
+_OCTAL = re.compile(r"[0-7]+\Z")
 
 
 class QueueNameType(click.ParamType):  # type: ignore[type-arg]  # generic in click 8.2+
@@ -24,9 +31,34 @@ class QueueNameType(click.ParamType):  # type: ignore[type-arg]  # generic in cl
 
         try:
             validate_name(value)
-        except (ValueError, TypeError) as error:
+        except MessageQueueError as error:
+            self.fail(error.words.spelled(SHELL) if error.words else str(error), param, ctx)
+        except TypeError as error:
             self.fail(str(error), param, ctx)
         return str(value)
+
+
+class WholeNumber(click.ParamType):  # type: ignore[type-arg]
+    """A whole number from ``low`` to ``high`` (None: no upper bound)."""
+
+    name = "N"
+
+    def __init__(self, low: int, high: Optional[int] = None) -> None:
+        self.low, self.high = low, high
+
+    def convert(
+        self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]
+    ) -> int:
+        if isinstance(value, int):
+            number = value
+        elif _WHOLE.match(str(value)):
+            number = int(str(value))
+        else:
+            self.fail(f"{literal(str(value))} is not a whole number", param, ctx)
+        if number < self.low or (self.high is not None and number > self.high):
+            bounds = f"{self.low} or more" if self.high is None else f"{self.low} to {self.high}"
+            self.fail(f"{number} is out of range: give {bounds}", param, ctx)
+        return number
 
 
 class ModeType(click.ParamType):  # type: ignore[type-arg]
@@ -41,12 +73,11 @@ class ModeType(click.ParamType):  # type: ignore[type-arg]
             return value
         text = str(value).lower()
         text = text[2:] if text.startswith("0o") else text
-        try:
-            mode = int(text, 8)
-        except ValueError:
-            self.fail(f"{value!r} is not an octal mode such as 600 or 0660", param, ctx)
+        if not _OCTAL.match(text):
+            self.fail(f"{literal(str(value))} is not an octal mode such as 600 or 0660", param, ctx)
+        mode = int(text, 8)
         if not 0 <= mode <= 0o777:
-            self.fail(f"{value!r} is not a mode between 000 and 777", param, ctx)
+            self.fail(f"{literal(str(value))} is not a mode between 000 and 777", param, ctx)
         return mode
 
 
@@ -58,24 +89,30 @@ class SecondsType(click.ParamType):  # type: ignore[type-arg]
     def convert(
         self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]
     ) -> float:
+        shown = literal(str(value))
         try:
             seconds = float(value)
         except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+            self.fail(f"{shown} is not a number of seconds", param, ctx)
         if not math.isfinite(seconds) or seconds < 0:
             self.fail(
-                f"{value!r} is not a number of seconds: give a finite number, 0 or more "
+                f"{shown} is not a number of seconds: give a finite number, 0 or more "
                 "(leave the option out to wait as long as it takes)",
                 param,
                 ctx,
             )
         if seconds > 1e9:
-            self.fail(f"{value!r} seconds is too long: leave the option out instead", param, ctx)
+            self.fail(f"{shown} seconds is too long: leave the option out instead", param, ctx)
         return seconds
 
 
 QUEUE = QueueNameType()
 SECONDS = SecondsType()
+#: A count of messages (0 or more), a size or depth (1 or more), a priority
+#: (up to Linux's MQ_PRIO_MAX - 1; the library checks it again).
+COUNT = WholeNumber(0)
+POSITIVE = WholeNumber(1)
+PRIORITY = WholeNumber(0, 32767)
 
 
 def size_options(command: F) -> F:
@@ -86,22 +123,24 @@ def size_options(command: F) -> F:
         type=ModeType(),
         default="600",
         show_default=True,
-        help="Permission bits in octal if the queue is created (the umask applies); "
-        "660 shares it with the group.",
+        help="Permission bits in octal, exactly, if the queue is created (whatever the "
+        "umask); 660 shares it with the group.",
     )(command)
     command = click.option(
         "--max-message-size",
-        type=click.IntRange(min=1),
+        type=POSITIVE,
         default=8192,
         show_default=True,
-        help="Longest message in bytes, if the queue is created.",
+        help="Longest message in bytes, if the queue is created (an existing queue keeps "
+        "its own: see info).",
     )(command)
     command = click.option(
         "--max-messages",
-        type=click.IntRange(min=1),
+        type=POSITIVE,
         default=10,
         show_default=True,
-        help="How many messages the queue holds, if it is created.",
+        help="How many messages the queue holds, if it is created (an existing queue keeps "
+        "its own).",
     )(command)
     return command
 

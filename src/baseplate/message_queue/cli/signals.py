@@ -1,9 +1,23 @@
-"""Signals: how a command stops when told to.
+"""Signals: the one place where the command line is told to stop.
 
-Outside ``read``, ``write``, ``dump`` and ``load``, SIGTERM raises
-:class:`Terminated` (SIGINT raises :class:`KeyboardInterrupt`, Python's
-way). Inside them, :class:`Stopping` only notes the signal, and the loops
-stop where nothing taken from the queue can be lost (:class:`Stopped`).
+:func:`install` runs first, before click is imported, and catches every
+signal whose default action ends the process (or dumps core): SIGHUP,
+SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF,
+SIGXCPU, SIGPWR, SIGIO, SIGSTKFLT and the real-time signals; not the
+synchronous faults (SIGSEGV...), which Python's own code must see, nor
+SIGKILL and SIGSTOP, which no process can catch. A signal that was ignored
+when the command started stays ignored (``nohup``, ``&`` in a script), and
+so do SIGPIPE and SIGXFSZ, which Python ignores so that a closed pipe or a
+file too large is an error to report.
+
+Most of the time a signal ends the command at once, as its default action
+would (:func:`die`): by that signal itself, so that a shell sees 128+N and
+a shell loop around the command stops on Ctrl-C; or, for the signals whose
+default would dump core (SIGQUIT...), with status 128+N and no core. While
+``read``, ``write``, ``dump`` and ``load`` hold messages, :class:`Stopping`
+defers that: the signal is only noted (and wakes any ``poll``), and the
+loops stop where nothing taken from the queue can be lost, by raising
+:class:`Stopped`; the runner ends the process with it after the clean-up.
 """
 
 from __future__ import annotations
@@ -12,65 +26,135 @@ import math
 import os
 import select
 import signal
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NoReturn, Optional
+
+# Signals whose default action is to end the process, by name (some do not
+# exist everywhere); the real-time signals are added below.
+_ENDING = (
+    "SIGINT",  # first: Python's own handler would raise KeyboardInterrupt
+    "SIGTERM",
+    "SIGHUP",
+    "SIGQUIT",
+    "SIGUSR1",
+    "SIGUSR2",
+    "SIGALRM",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGXCPU",
+    "SIGPWR",
+    "SIGIO",
+    "SIGSTKFLT",
+)
+# Of those, the ones whose default action also dumps core: they end with
+# status 128+N instead, and no core.
+_DUMPING = ("SIGQUIT", "SIGXCPU")
 
 
-class Terminated(BaseException):
-    """Raised by our SIGTERM handler outside read/write, so that clean-up runs."""
+def ending_signals() -> List[int]:
+    """Every signal :func:`install` catches (unless ignored at start)."""
+    found = [getattr(signal, name) for name in _ENDING if hasattr(signal, name)]
+    if not any(number == 16 for number in found) and 16 in signal.valid_signals():
+        found.append(16)  # SIGSTKFLT, which some Pythons do not name
+    realtime = range(getattr(signal, "SIGRTMIN", 34), getattr(signal, "SIGRTMAX", 64) + 1)
+    found += [number for number in realtime if number in signal.valid_signals()]
+    return [int(number) for number in found]
+
+
+_CORE = frozenset(int(getattr(signal, name)) for name in _DUMPING if hasattr(signal, name))
 
 
 class Stopped(BaseException):
-    """Raised where read/write can stop safely after SIGINT or SIGTERM."""
+    """Raised where read/write can stop safely after a signal."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
 
-def on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
+class _Noted:
+    """What the handler has seen, and whether it must only note it."""
+
+    deferred = False
+    signum: Optional[int] = None
+    count = 0
+    wake_read = -1  # the read end of the wake-up pipe (signal.set_wakeup_fd)
+
+
+_noted = _Noted()
+
+
+def install() -> None:
+    """Catch every ending signal that is not ignored; run first."""
+    for signum in ending_signals():
+        try:
+            if signal.getsignal(signum) != signal.SIG_IGN:
+                signal.signal(signum, _on_signal)
+        except (OSError, ValueError):  # reserved by the C library, or not in this thread
+            continue
+    try:
+        _noted.wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    except OSError:  # no descriptor left: polls look again every WAKE_FALLBACK
+        _noted.wake_read = -1
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    if not _noted.deferred:
+        die(signum)
+    _noted.count += 1
+    if _noted.signum is None:
+        _noted.signum = signum
+
+
+def die(signum: int) -> NoReturn:
+    """End the process as signal ``signum`` would, but without a core dump:
+    a shell sees 128+N either way."""
+    if signum not in _CORE:
+        try:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+            os.kill(os.getpid(), signum)
+        except (OSError, ValueError):
+            pass
+    os._exit(128 + signum)
+
+
+# Without a wake-up pipe, a poll that waits for a signal looks again this often.
+WAKE_FALLBACK = 0.05
 
 
 class Stopping:
-    """SIGINT and SIGTERM while read/write may hold messages.
+    """While read/write may hold messages: signals are noted, not acted on.
 
-    The handlers only note the signal (and, through :func:`signal.set_wakeup_fd`,
-    wake any ``poll``); the loops call :meth:`check` where stopping loses
-    nothing. Raising from a handler would not be safe: it runs between any
-    two bytecodes, for instance after the library returned a batch of
-    messages and before the caller had it.
+    The loops call :meth:`check` where stopping loses nothing, and wait with
+    :meth:`poll`, which a signal ends. Raising from a handler would not be
+    safe: it runs between any two bytecodes, for instance after the library
+    returned a batch of messages and before the caller had it.
     """
 
-    def __init__(self) -> None:
-        self.signum: Optional[int] = None
-        self.count = 0
-        self._wake_read = self._wake_write = -1
-        self._previous: Dict[int, Any] = {}
-        self._previous_wakeup = -1
-
     def __enter__(self) -> Stopping:
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._previous_wakeup = signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._note)
+        _noted.deferred = True
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        signal.set_wakeup_fd(self._previous_wakeup)
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        _noted.deferred = False
+        if _noted.signum is not None and exc_info[0] is None:
+            raise Stopped(_noted.signum)  # it came at the very end: still say so
 
-    def _note(self, signum: int, frame: Any) -> None:
-        self.count += 1
-        if self.signum is None:
-            self.signum = signum
+    @property
+    def signum(self) -> Optional[int]:
+        """The first signal noted, if any."""
+        return _noted.signum
+
+    @property
+    def count(self) -> int:
+        """How many signals were noted."""
+        return _noted.count
 
     def check(self) -> None:
         """Stop here, if a signal came."""
-        if self.signum is not None:
-            raise Stopped(self.signum)
+        if _noted.signum is not None:
+            raise Stopped(_noted.signum)
 
     def poll(self, watched: List[tuple[int, int]], timeout: Optional[float]) -> Dict[int, int]:
         """Wait for ``(fd, events)`` (events 0: only errors and hang-ups), a
@@ -78,11 +162,15 @@ class Stopping:
         poller = select.poll()
         for fd, events in watched:
             poller.register(fd, events)
-        poller.register(self._wake_read, select.POLLIN)
+        wake = _noted.wake_read
+        if wake >= 0:
+            poller.register(wake, select.POLLIN)
+        elif timeout is None or timeout > WAKE_FALLBACK:
+            timeout = WAKE_FALLBACK
         ready = dict(poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))))
-        if ready.pop(self._wake_read, 0):
+        if wake >= 0 and ready.pop(wake, 0):
             try:
-                while os.read(self._wake_read, 64):
+                while os.read(wake, 64):
                     pass
             except BlockingIOError:
                 pass

@@ -1,250 +1,158 @@
-"""Standard streams: input that a signal can always interrupt, and output
-that never blocks and knows exactly which lines went out (:class:`Output`).
+"""Standard streams: the one place where the command line meets descriptors 0, 1 and 2.
 
-This module reads and writes descriptors 0 and 1; it never touches a queue.
+:func:`claim` runs at start, before anything opens a descriptor: a closed
+standard stream gets ``/dev/null`` to hold its number (else the queue's own
+descriptor would take it), and is remembered as closed. Then ``sys.stdout``
+and ``sys.stderr`` become :class:`TextStream` objects, which every command's
+output goes through (click's ``--help`` and ``--version`` included):
+
+- standard output raises :class:`StreamFailed` when it is closed (74), when
+  it fails (a full disk, 74) or when its reader went away (141), in words;
+- standard error never raises: what cannot be said there is dropped, and
+  the exit status stays what it was.
+
+``read``'s own paced, non-blocking output is :mod:`.output`; :class:`Input`
+is ``write``'s and ``load``'s input. Nothing here touches a queue.
 """
 
 from __future__ import annotations
 
-import array
-import fcntl
-import itertools
+import errno
+import io
 import os
 import select
-import socket
-import stat
-import termios
-import time
-from collections import deque
-from typing import TYPE_CHECKING, Callable, Deque, List, Optional
+import sys
+from typing import Optional
 
-from baseplate.message_queue.cli.exits import EXIT_IO_ERROR, CommandFailed
 from baseplate.message_queue.cli.signals import Stopping
 
-if TYPE_CHECKING:  # pragma: no cover
-    from baseplate.message_queue.message import Message
-
-#: Output is written out once this much is waiting (or the queue is empty).
-OUTPUT_BUFFER = 64 * 1024
+#: The status of a standard stream that is closed or fails (EX_IOERR).
+EXIT_IO_ERROR = 74
+#: The status when the reader of standard output went away (128 + SIGPIPE).
+EXIT_BROKEN_PIPE = 141
 #: Input is read in chunks of this size.
 INPUT_CHUNK = 64 * 1024
 
-#: Before sleeping while the reader catches up, yield the CPU to it this many times.
-YIELDS_FOR_READER = 200
+_NAMES = {0: "input", 1: "output", 2: "error"}
+# The standard streams that were closed when the command started.
+_closed: set[int] = set()
 
 
-def check_stdio(fd: int, name: str) -> os.stat_result:
-    """fstat() of standard input or output, or the error for a closed one.
+class StreamFailed(Exception):
+    """A standard stream is closed or failed: the command ends with ``status``
+    (and says ``message`` on stderr, unless it is None: a reader that went
+    away needs no words)."""
 
-    Checked before the queue is opened: a closed descriptor 0 or 1 would
-    otherwise be reused by the queue's own."""
-    try:
-        return os.fstat(fd)
-    except OSError:
-        raise CommandFailed(f"standard {name} is closed", EXIT_IO_ERROR) from None
-
-
-def _unread_bytes(fd: int, request: int) -> int:
-    """What the reader has not read yet: FIONREAD (a pipe), TIOCOUTQ (a socket)."""
-    count = array.array("i", [0])
-    fcntl.ioctl(fd, request, count, True)
-    return count[0]
+    def __init__(self, status: int, message: Optional[str]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
-class Output:
-    """Standard output for ``read``: batched, never blocking, and bounded in loss.
-
-    Messages taken from the queue wait in ``pending`` until written out
-    whole. On a pipe or a socket, at most ``in_flight`` messages may be
-    taken and not yet read by the reader (:meth:`room`), since those are
-    lost if it quits; what it has read comes from FIONREAD (the bytes still
-    in a pipe) or TIOCOUTQ (a socket's unread data). Writes never block: the
-    output is reopened non-blocking where it is a pipe or terminal (a
-    description of our own, so the shared one keeps its flags), sent with
-    MSG_DONTWAIT on a socket, and otherwise retried after ``poll`` on
-    EAGAIN. So a signal can always end a wait for the reader.
-    """
-
-    def __init__(
-        self,
-        fd: int,
-        delimiter: bytes,
-        in_flight: int,
-        stopping: Stopping,
-        encode: Optional[Callable[[Message], bytes]] = None,
-    ) -> None:
-        mode = check_stdio(fd, "output").st_mode
-        self.fd = fd
-        self.delimiter = delimiter
-        self.encode = encode  # a message's line, terminator included; None: message + delimiter
-        self.stopping = stopping
-        self.pending: List[Message] = []
-        self.pending_bytes = 0
-        self.is_pipe = stat.S_ISFIFO(mode)
-        self.is_socket = stat.S_ISSOCK(mode)
-        self.limit = in_flight if self.is_pipe or self.is_socket else None
-        self._unread_request = termios.FIONREAD if self.is_pipe else termios.TIOCOUTQ
-        self.written = 0  # bytes written out in all
-        self.read_by_reader = 0  # of which the reader has read at least this many
-        self.unread_ends: Deque[int] = deque()  # where the unread messages' lines end
-        self.write_fd = fd
-        self.socket: Optional[socket.socket] = None
-        if self.is_socket:
-            self.socket = socket.socket(fileno=os.dup(fd))
-        elif self.is_pipe or os.isatty(fd):
-            try:
-                self.write_fd = os.open(
-                    f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
-                )
-            except OSError:  # no /proc, or the reader is gone already: write as is
-                pass
-        # The line being written: its bytes, and how far they have gone.
-        self.chunk = memoryview(b"")
-        self.chunk_ends: List[int] = []
-        self.offset = 0
-
-    def close(self) -> None:
-        if self.write_fd != self.fd:
-            os.close(self.write_fd)
-        if self.socket is not None:
-            self.socket.close()
-
-    # -- bounded loss ---------------------------------------------------------
-
-    def room(self) -> Optional[int]:
-        """How many more messages may be taken now: None for any number."""
-        if self.limit is None:
-            return None
-        return max(0, self.limit - len(self.pending) - self.in_flight())
-
-    def in_flight(self) -> int:
-        """Messages written out that the reader may not have read yet."""
-        if self.unread_ends:
-            unread = _unread_bytes(self.fd, self._unread_request)
-            if self.is_pipe:
-                self.read_by_reader = self.written - unread
-            elif unread == 0:  # a socket counts buffers, not bytes: all or nothing
-                self.read_by_reader = self.written
-            while self.unread_ends and self.unread_ends[0] <= self.read_by_reader:
-                self.unread_ends.popleft()
-        return len(self.unread_ends)
-
-    def wait_for_reader(self) -> None:
-        """Flush, then wait until the reader has read enough to take more."""
-        self.flush()
-        pause, yields = 0.0, 0
-        while self.room() == 0:
-            self.stopping.check()
-            if yields < YIELDS_FOR_READER:  # it is usually quick: let it run
-                yields += 1
-                os.sched_yield()
-                continue
-            ready = self.stopping.poll([(self.fd, 0)], pause)
-            if ready.get(self.fd, 0) & (select.POLLERR | select.POLLHUP):
-                raise BrokenPipeError()
-            pause = min(0.02, pause * 2 or 0.001)
-
-    # -- writing ----------------------------------------------------------------
-
-    def add(self, messages: List[Message]) -> None:
-        self.pending += messages
-        self.pending_bytes += sum(map(len, messages)) + len(messages)
-        if self.pending_bytes >= OUTPUT_BUFFER:
-            self.flush()
-
-    def check_reader(self) -> None:
-        """Raise BrokenPipeError if the reader of a pipe or socket went away."""
-        if self.stopping.poll([(self.fd, 0)], 0).get(self.fd, 0) & (
-            select.POLLERR | select.POLLHUP
-        ):
-            raise BrokenPipeError()
-
-    def flush(self, budget: Optional[float] = None, signals: int = 0) -> None:
-        """Write every pending message out. With ``budget`` (after a signal),
-        give up after that many seconds, or once more than ``signals`` signals
-        came; the messages not written out whole stay in ``pending``, to be
-        put back."""
-        if not self.chunk and self.pending:
-            self._prepare_chunk()
-        give_up = None if budget is None else time.monotonic() + budget
-        while self.offset < len(self.chunk):
-            if give_up is None:
-                self.stopping.check()
-            elif time.monotonic() >= give_up or self.stopping.count > signals:
-                return
-            written = self._write(self.chunk[self.offset :])
-            if written:
-                self.offset += written
-                self._account()
-                continue
-            wait = None if give_up is None else max(0.0, give_up - time.monotonic())
-            ready = self.stopping.poll([(self.fd, select.POLLOUT)], wait)
-            if ready.get(self.fd, 0) & select.POLLERR:
-                raise BrokenPipeError()
-        self.chunk, self.chunk_ends, self.offset = memoryview(b""), [], 0
-
-    def _prepare_chunk(self) -> None:
-        """The pending messages' lines, back to back, and where each ends."""
-        if self.encode is None:
-            lengths = [len(message) + 1 for message in self.pending]
-            data = self.delimiter.join(self.pending) + self.delimiter
-        else:
-            lines = [self.encode(message) for message in self.pending]
-            lengths = [len(line) for line in lines]
-            data = b"".join(lines)
-        self.chunk_ends = list(itertools.accumulate(lengths))
-        self.chunk, self.offset = memoryview(data), 0
-
-    def _write(self, data: memoryview) -> int:
-        """Write what fits without blocking: the count, 0 when full."""
+def claim() -> None:
+    """Hold the numbers of closed standard streams, and route output through
+    :class:`TextStream`. Run at start, before any descriptor is opened."""
+    # Python gives None for a stream that was closed when it started; by now
+    # its number may hold another file (the script Python is running).
+    at_start = (sys.__stdin__, sys.__stdout__, sys.__stderr__)
+    for fd in (0, 1, 2):
+        if at_start[fd] is None:
+            _closed.add(fd)
         try:
-            if self.socket is not None:
-                return self.socket.send(data, socket.MSG_DONTWAIT)
-            return os.write(self.write_fd, data)
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        _closed.add(fd)
+        try:
+            holder = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue  # no descriptor left: require() still reports it closed
+        if holder != fd:  # cannot happen: open() takes the lowest free number
+            os.dup2(holder, fd, inheritable=False)
+            os.close(holder)
+    sys.stdout = TextStream(1)
+    sys.stderr = TextStream(2)
+
+
+def is_closed(fd: int) -> bool:
+    """Whether standard stream ``fd`` was closed when the command started."""
+    return fd in _closed
+
+
+def require(fd: int) -> None:
+    """Fail (74) unless standard stream ``fd`` was open at start: checked
+    before the command does anything that cannot be undone."""
+    if fd in _closed:
+        raise StreamFailed(EXIT_IO_ERROR, f"standard {_NAMES[fd]} is closed")
+
+
+def failure(fd: int, error: OSError, outcome: str = "") -> StreamFailed:
+    """The :class:`StreamFailed` for ``error`` on standard stream ``fd``, with
+    ``outcome`` (what became of the work, if anything) in its words."""
+    if error.errno in (errno.EPIPE, errno.ECONNRESET) and fd == 1:
+        return StreamFailed(EXIT_BROKEN_PIPE, None)
+    verb = "read" if fd == 0 else "write to"
+    return StreamFailed(
+        EXIT_IO_ERROR, f"cannot {verb} standard {_NAMES[fd]}: {error.strerror}{outcome}"
+    )
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to ``fd`` whole, waiting for room if it is non-blocking."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
         except BlockingIOError:
-            return 0
-        except (BrokenPipeError, ConnectionResetError):
-            raise BrokenPipeError() from None
+            select.select([], [fd], [])  # a parent made it non-blocking
+
+
+class TextStream(io.TextIOBase):
+    """``sys.stdout`` or ``sys.stderr`` for the command line: unbuffered, UTF-8
+    (what cannot be encoded shown escaped), with the failures described in
+    :mod:`this module's docstring <baseplate.message_queue.cli.stdio>`."""
+
+    encoding = "utf-8"
+    errors = "backslashreplace"
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() takes str, not {type(text).__name__}")
+        if self.fd in _closed:
+            if self.fd == 2:
+                return len(text)
+            raise StreamFailed(EXIT_IO_ERROR, f"standard {_NAMES[self.fd]} is closed")
+        try:
+            write_all(self.fd, text.encode("utf-8", "backslashreplace"))
         except OSError as error:
-            raise CommandFailed(
-                f"cannot write to standard output: {error.strerror}; the messages not "
-                "written out were put back on the queue",
-                EXIT_IO_ERROR,
-            ) from None
+            if self.fd == 2:
+                return len(text)  # what cannot be said on stderr is dropped
+            raise failure(self.fd, error) from None
+        return len(text)
 
-    def _lines_done(self) -> int:
-        """How many of the chunk's lines have been written out whole."""
-        done = 0
-        while done < len(self.chunk_ends) and self.chunk_ends[done] <= self.offset:
-            done += 1
-        return done
+    def flush(self) -> None:
+        pass  # nothing is buffered
 
-    def _account(self) -> None:
-        """Lines written whole: their messages leave ``pending``."""
-        done = self._lines_done()
-        if not done:
-            return
-        base = self.written
-        if self.limit is not None:
-            self.unread_ends.extend(base + end for end in self.chunk_ends[:done])
-        written = self.chunk_ends[done - 1]
-        self.written += written
-        self.pending_bytes -= sum(len(message) + 1 for message in self.pending[:done])
-        del self.pending[:done]
-        self.chunk_ends = [end - written for end in self.chunk_ends[done:]]
-        self.chunk = self.chunk[written:]
-        self.offset -= written
+    def fileno(self) -> int:
+        return self.fd
 
-    def unwritten(self) -> List[Message]:
-        """Messages taken but not written out whole (a partly written line's included)."""
-        return list(self.pending)
+    def isatty(self) -> bool:
+        return self.fd not in _closed and os.isatty(self.fd)
+
+    def writable(self) -> bool:
+        return True
 
 
 class Input:
-    """Standard input for ``write``: reads that a signal can always end."""
+    """Standard input for ``write`` and ``load``: reads that a signal can always end."""
 
     def __init__(self, fd: int, stopping: Stopping) -> None:
-        check_stdio(fd, "input")
+        require(fd)
         self.fd = fd
         self.stopping = stopping
 
@@ -258,6 +166,4 @@ class Input:
             except BlockingIOError:
                 continue  # a parent made it non-blocking: wait again
             except OSError as error:
-                raise CommandFailed(
-                    f"cannot read standard input: {error.strerror}", EXIT_IO_ERROR
-                ) from None
+                raise failure(0, error) from None

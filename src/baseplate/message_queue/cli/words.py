@@ -1,65 +1,142 @@
-"""Words for the command line's user: the two ways of speaking on stderr,
-the library's errors in terms of this command's options, and names made
-printable.
+"""Words for the command line's user: how the program speaks on stderr, the
+library's errors in terms of this command's options, and every name the
+system supplies written so that a shell reads it back (:func:`literal`).
 
 Only wording: no decision about statuses or what to do next.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Optional
+import sys
+from typing import Any, Optional
 
-import click
+from baseplate.message_queue.errors import (
+    MessageQueueError,
+    QueueExistsError,
+    QueueNotFoundError,
+    Spelling,
+)
 
-from baseplate.message_queue.errors import QueueExistsError, QueueNotFoundError
+# What a shell reads as is, unquoted (shlex's safe characters).
+_PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+\Z")
+
+
+def literal(text: str) -> str:
+    """``text`` (a queue's name, a user's, a path: any bytes, from the system)
+    as a shell word that reads back as exactly those bytes, and that no
+    terminal can take for a control sequence or a second line: as is when
+    plain, in ``'...'`` when printable, else ``$'...'`` with escapes."""
+    if _PLAIN.match(text):
+        return text
+    raw = os.fsencode(text)
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        decoded = None
+    if decoded is not None and decoded.isprintable():
+        return "'" + decoded.replace("'", "'\\''") + "'"
+    escaped = []
+    for byte in raw:
+        if byte in (0x27, 0x5C):  # ' and \
+            escaped.append("\\" + chr(byte))
+        elif 0x20 <= byte < 0x7F:
+            escaped.append(chr(byte))
+        else:
+            escaped.append(f"\\x{byte:02x}")
+    return "$'" + "".join(escaped) + "'"
+
+
+def json_text(text: str) -> str:
+    """``text`` as valid Unicode for JSON: bytes that are not UTF-8 (kept by
+    Python as lone surrogates) become U+FFFD."""
+    return os.fsencode(text).decode("utf-8", "replace")
+
+
+class ShellSpelling(Spelling):
+    """The library's messages as the command line says them: names as shell
+    words, arguments as the options that set them (``--max-messages 11``)."""
+
+    def name(self, text: str) -> str:
+        return literal(text)
+
+    def word(self, text: str) -> str:
+        return literal(text)
+
+    def argument(self, key: str, value: Any) -> str:
+        option = "--" + key.replace("_", "-")
+        return f"{option} {value:03o}" if key == "mode" else f"{option} {value}"
+
+
+SHELL = ShellSpelling()
+
+
+class Voice:
+    """Who is speaking: ``baseplate-mq``, or the seed's ``python -m
+    baseplate.message_queue``; and which command of it is running."""
+
+    def __init__(self, program: str = "baseplate-mq", legacy: bool = False) -> None:
+        self.program = program
+        self.legacy = legacy
+        self.command: Optional[str] = None
+
+    def create_command(self, queue: str) -> str:
+        """The command line that creates ``queue``, as this program spells it."""
+        if self.legacy:
+            return f"{self.program} --create {literal(queue)}"
+        return f"{self.program} create {literal(queue)}"
+
+
+voice = Voice()
+
+
+def speak_as(program: str, legacy: bool = False) -> None:
+    """Speak as ``program`` from now on."""
+    global voice
+    voice = Voice(program, legacy)
+
+
+def say(message: str) -> None:
+    """One line on stderr, as this program (never raises: stderr may be gone)."""
+    sys.stderr.write(f"{voice.program}: {message}\n")
 
 
 def fail(message: str) -> None:
-    click.echo(f"baseplate-mq: error: {message}", err=True)
+    say(f"error: {message}")
 
 
 def note(message: str) -> None:
-    click.echo(f"baseplate-mq: {message}", err=True)
+    say(message)
 
 
-def cli_words(error: BaseException, ctx: Optional[click.Context]) -> str:
-    """The library's message for ``error``, in terms of this command's options."""
-    command = ctx.info_name if ctx is not None else None
-    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    if isinstance(error, QueueNotFoundError):
-        queue = _quoted_queue(text)
+def describe(error: MessageQueueError) -> str:
+    """The library's ``error`` in terms of this command, for its user."""
+    command, name = voice.command, error.queue_name
+    if isinstance(error, QueueNotFoundError) and name is not None:
+        queue = literal(name)
         if command == "unlink":
             return f"queue {queue} does not exist (-f ignores that)"
+        hint = f"queue {queue} does not exist: create it with {voice.create_command(name)}"
+        if voice.legacy:
+            return hint
         if command in ("read", "write"):
-            return (
-                f"queue {queue} does not exist: create it with 'baseplate-mq create {queue}', "
-                "or drop --no-create"
-            )
+            return hint + ", or drop --no-create"
         if command == "load":
-            return (
-                f"queue {queue} does not exist: create it with 'baseplate-mq create {queue}', "
-                "or add --create"
-            )
-        return f"queue {queue} does not exist: create it with 'baseplate-mq create {queue}'"
-    if isinstance(error, QueueExistsError):
-        return f"queue {_quoted_queue(text)} already exists (--exclusive refuses an existing one)"
-    # Parameter names become the options that set them.
-    for name, option in (
-        ("max_messages", "--max-messages"),
-        ("max_message_size", "--max-message-size"),
-        ("priority", "--priority"),
-    ):
-        text = re.sub(rf"\b{name}=(\d+)", rf"{option} \1", text)
-    return text
+            return hint + ", or add --create"
+        return hint
+    if isinstance(error, QueueExistsError) and name is not None:
+        return f"queue {literal(name)} already exists (--exclusive refuses an existing one)"
+    if error.words is not None:
+        return error.words.spelled(SHELL)
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
 
 
-def _quoted_queue(text: str) -> str:
-    """The queue name the library put in quotes in its message."""
-    found = re.search(r"queue '([^']*)'", text)
-    return found.group(1) if found else "?"
+def seconds(value: float) -> str:
+    """A number of seconds, short: ``1`` or ``0.5``."""
+    return f"{value:g}"
 
 
-def printable(name: str) -> str:
-    """A queue name for a terminal: bytes that are not UTF-8 as escapes."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+def messages(count: int) -> str:
+    """``1 message``, ``2 messages``."""
+    return f"{count} message" if count == 1 else f"{count} messages"
