@@ -8,6 +8,7 @@ reaps any other child a test leaves behind.
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import pickle
 import select
@@ -15,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -23,7 +25,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import pytest
 
-from baseplate.message_queue import MessageQueue, QueueNotFoundError, unlink
+from baseplate.message_queue import MessageQueue, QueueNotFoundError, TimedOutError, unlink
 
 NOBODY = 65534
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,17 +122,113 @@ def run_as_nobody(
     return outcome[1]
 
 
+class Ran:
+    """How a command run by :func:`run_cli_as_nobody` ended."""
+
+    def __init__(self, status: int, stdout: bytes, stderr: bytes) -> None:
+        self.returncode = status  # -N when signal N ended it, as subprocess says
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def __repr__(self) -> str:
+        return f"Ran({self.returncode}, stdout={self.stdout[:200]!r}, stderr={self.stderr!r})"
+
+
+def run_cli_as_nobody(
+    args: list[str],
+    stdin: Optional[int] = None,
+    stdout: Optional[int] = None,
+    signal_after: Optional[Tuple[float, int]] = None,
+    rlimits: Optional[Dict[int, Tuple[int, int]]] = None,
+    timeout: float = 60,
+) -> Ran:
+    """Run ``baseplate-mq ARGS`` as uid/gid 65534, in a forked child (its
+    interpreter may live where that user cannot read: nothing is executed).
+
+    ``stdin``/``stdout``: descriptors to give it (else /dev/null and a pipe
+    that is read here); ``signal_after``: (seconds, signal) to send it then;
+    ``rlimits``: resource limits to set first.
+    Needs root: skips otherwise. The child is killed and reaped whatever happens.
+    """
+    need_root("the test runs the command as uid/gid 65534, another user")
+    import resource
+
+    from baseplate.message_queue.cli import main
+
+    # What the child needs, loaded first (the library loads its modules on use).
+    for needed in ("checks", "queue", "cli.commands", "cli.legacy"):
+        importlib.import_module(f"baseplate.message_queue.{needed}")
+
+    err_read, err_write = os.pipe()
+    out_read, out_write = os.pipe() if stdout is None else (-1, stdout)
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.dup2(os.open(os.devnull, os.O_RDONLY) if stdin is None else stdin, 0)
+            os.dup2(out_write, 1)
+            os.dup2(err_write, 2)
+            for which, limits in (rlimits or {}).items():
+                resource.setrlimit(which, limits)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            sys.argv = ["baseplate-mq", *args]
+            main()
+        except SystemExit as ended:
+            os._exit(ended.code if isinstance(ended.code, int) else 1)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(99)
+        os._exit(0)
+    os.close(err_write)
+    if stdout is None:
+        os.close(out_write)
+    try:
+        if signal_after is not None:
+            time.sleep(signal_after[0])
+            os.kill(pid, signal_after[1])
+        pipes = [fd for fd in (out_read, err_read) if fd >= 0]
+        deadline = time.monotonic() + timeout
+        read = _read_all_until_closed(pipes, deadline)
+        output, errors = read.get(out_read, b""), read[err_read]
+        while True:
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+            if reaped:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"baseplate-mq {args} did not end in {timeout} s")
+            time.sleep(0.01)
+    finally:
+        for fd in (out_read, err_read):
+            if fd >= 0:
+                os.close(fd)
+        reap(pid)
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    return Ran(code, output, errors)
+
+
 def _read_until_closed(fd: int, deadline: float) -> bytes:
     """Everything written to pipe ``fd`` until its writer closes it, or the deadline."""
-    chunks: list[bytes] = []
-    while True:
+    return _read_all_until_closed([fd], deadline)[fd]
+
+
+def _read_all_until_closed(fds: list[int], deadline: float) -> Dict[int, bytes]:
+    """Everything written to each pipe until its writer closes it (read side
+    by side, so that none fills up), or the deadline."""
+    chunks: Dict[int, list[bytes]] = {fd: [] for fd in fds}
+    open_fds = list(fds)
+    while open_fds:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return b""
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+        ready = select.select(open_fds, [], [], max(left, 0))[0] if left > 0 else []
+        if not ready:
+            break
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if chunk:
+                chunks[fd].append(chunk)
+            else:
+                open_fds.remove(fd)
+    return {fd: b"".join(parts) for fd, parts in chunks.items()}
 
 
 def reap(pid: int) -> None:
@@ -208,6 +306,40 @@ def run_in_mount_namespace(
         text=True,
         timeout=60,
     )
+
+
+class Producer(threading.Thread):
+    """Feeds numbered messages into a queue until stopped; remembers what it sent."""
+
+    def __init__(self, queue: MessageQueue, size: int = 0) -> None:
+        super().__init__(daemon=True)
+        self.queue = queue
+        self.padding = b"." * size
+        self.sent: list[bytes] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        number = 0
+        while not self.stopped.is_set():
+            message = b"%08d" % number + self.padding
+            try:
+                self.queue.put(message, timeout=0.01)
+            except TimedOutError:
+                continue
+            self.sent.append(message)
+            number += 1
+
+    def stop(self) -> list[bytes]:
+        self.stopped.set()
+        self.join(10)
+        return self.sent
+
+
+def drain(queue: MessageQueue) -> list[bytes]:
+    left: list[bytes] = []
+    while queue.current_messages:
+        left += queue.get_many(100, timeout=0)
+    return left
 
 
 def load_harness() -> Any:

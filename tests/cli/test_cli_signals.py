@@ -15,45 +15,12 @@ from typing import Callable
 
 import pytest
 
-from baseplate.message_queue import MessageQueue, TimedOutError
+from baseplate.message_queue import MessageQueue
+from baseplate.message_queue.cli.signals import ending_signals, signal_name
 from baseplate.message_queue.cli.stdio import EXIT_IO_ERROR
-from helpers import BPMQ, run
+from helpers import BPMQ, Producer, drain, run
 
 MakeQueue = Callable[..., MessageQueue]
-
-
-class Producer(threading.Thread):
-    """Feeds numbered messages into a queue until stopped; remembers what it sent."""
-
-    def __init__(self, queue: MessageQueue, size: int = 0) -> None:
-        super().__init__(daemon=True)
-        self.queue = queue
-        self.padding = b"." * size
-        self.sent: list[bytes] = []
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        number = 0
-        while not self.stopped.is_set():
-            message = b"%08d" % number + self.padding
-            try:
-                self.queue.put(message, timeout=0.01)
-            except TimedOutError:
-                continue
-            self.sent.append(message)
-            number += 1
-
-    def stop(self) -> list[bytes]:
-        self.stopped.set()
-        self.join(10)
-        return self.sent
-
-
-def drain(queue: MessageQueue) -> list[bytes]:
-    left: list[bytes] = []
-    while queue.current_messages:
-        left += queue.get_many(100, timeout=0)
-    return left
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -252,3 +219,165 @@ def test_write_interrupted_while_waiting_for_input_reports_the_exact_count(
     assert b"interrupted: 2 line(s) were sent" in writer.stderr.read()
     assert queue.get_many(5, timeout=0) == [b"one", b"two"]
     writer.stdin.close()
+
+
+# -- every signal that would end the process -------------------------------------
+
+# Each named signal whose default ends the process, and three real-time ones.
+ENDING = [
+    *(signum for signum in ending_signals() if signum < signal.SIGRTMIN),
+    signal.SIGRTMIN,
+    signal.SIGRTMIN + 5,
+    signal.SIGRTMAX,
+]
+
+
+def ends_like(signum: int) -> int:
+    """The returncode of a command that signal ``signum`` ended: by the signal
+    itself (a shell sees 128+N), or 128+N without a core for SIGQUIT and SIGXCPU."""
+    return 128 + signum if signum in (signal.SIGQUIT, signal.SIGXCPU) else -signum
+
+
+def handlers_installed(pid: int) -> bool:
+    """Whether process ``pid`` catches SIGHUP yet: our handlers are in place."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next(line for line in status if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+
+
+def start(args: list[str], **options: object) -> subprocess.Popen[bytes]:
+    """Start ``baseplate-mq ARGS``; return once its signal handlers are in place."""
+    process = subprocess.Popen([*BPMQ, *args], stderr=subprocess.PIPE, **options)  # type: ignore[call-overload]
+    deadline = time.monotonic() + 30
+    while not handlers_installed(process.pid):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr
+        time.sleep(0.002)
+    return process  # type: ignore[no-any-return]
+
+
+def assert_quiet(stderr: bytes) -> None:
+    assert b"Traceback" not in stderr and b"Aborted!" not in stderr, stderr
+
+
+@pytest.mark.parametrize("signum", ENDING, ids=[signal_name(s) for s in ENDING])
+def test_every_ending_signal_ends_a_waiting_read_as_it_would(queue_name: str, signum: int) -> None:
+    reader = start(["read", queue_name])
+    time.sleep(0.3)  # waiting for a message
+    reader.send_signal(signum)
+    assert reader.wait(timeout=10) == ends_like(signum)
+    assert reader.stderr is not None
+    assert_quiet(reader.stderr.read())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGRTMIN])
+@pytest.mark.parametrize("command", ["write", "load", "dump", "info"])
+def test_every_command_ends_as_the_signal_would(
+    make_queue: MakeQueue, command: str, signum: int
+) -> None:
+    queue = make_queue(max_messages=1, max_message_size=64)
+    args = {
+        "write": ["write", queue.name],  # waits for input
+        "load": ["load", queue.name],  # waits for input
+        "dump": ["dump", queue.name, "--timeout", "30"],  # waits for messages
+        "info": ["info", queue.name],  # ends at once, or the signal ends it
+    }[command]
+    process = start(args, stdin=subprocess.PIPE)
+    if command != "info":
+        time.sleep(0.3)
+    process.send_signal(signum)
+    code = process.wait(timeout=10)
+    assert code in ((ends_like(signum),) if command != "info" else (0, ends_like(signum)))
+    assert process.stderr is not None
+    assert_quiet(process.stderr.read())
+
+
+def test_a_signal_ignored_at_start_stays_ignored(queue_name: str) -> None:
+    def ignore_hangups() -> None:  # as nohup does
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    reader = subprocess.Popen(
+        [*BPMQ, "read", queue_name], stderr=subprocess.PIPE, preexec_fn=ignore_hangups
+    )
+    time.sleep(0.8)
+    reader.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert reader.poll() is None  # still reading
+    reader.send_signal(signal.SIGTERM)
+    assert reader.wait(timeout=10) == -signal.SIGTERM
+
+
+def test_a_signal_while_it_starts_ends_it_cleanly(queue_name: str) -> None:
+    """Sent at random moments in its first 0.15 s once our first line ran
+    (while click is imported, while it parses): 128+N, no traceback, no
+    "Aborted!". More trials run in `nox -s trials`."""
+    rng = random.Random(1)
+    for trial in range(8):
+        signum = rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT])
+        reader = start(["read", queue_name])
+        time.sleep(rng.uniform(0, 0.15))
+        reader.send_signal(signum)
+        assert reader.wait(timeout=10) == ends_like(signum), trial
+        assert reader.stderr is not None
+        assert_quiet(reader.stderr.read())
+
+
+def test_ctrl_c_stops_a_shell_loop_around_read(queue_name: str) -> None:
+    """A shell loop stops on Ctrl-C only if the command ended by SIGINT itself."""
+    loop = subprocess.Popen(
+        ["bash", "-c", f'while true; do "$0" read {queue_name} --timeout 0.2; done', BPMQ[0]],
+        start_new_session=True,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)
+    os.killpg(loop.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    assert loop.wait(timeout=10) != 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR2, signal.SIGRTMIN + 5])
+def test_any_signal_on_a_stalled_pipe_loses_and_duplicates_nothing(
+    make_queue: MakeQueue, signum: int
+) -> None:
+    queue = make_queue(max_messages=10, max_message_size=8192)
+    sent = [bytes([65 + i]) * 8000 for i in range(10)]
+    queue.put_many(sent)
+    read_end, write_end = os.pipe()
+    reader = subprocess.Popen(
+        [*BPMQ, "read", queue.name, "--in-flight", "100"], stdout=write_end, stderr=subprocess.PIPE
+    )
+    os.close(write_end)
+    time.sleep(0.7)  # the pipe is full; the reader waits for room
+    reader.send_signal(signum)
+    assert reader.wait(timeout=10) == ends_like(signum)
+    os.set_blocking(read_end, False)
+    piped = b""
+    try:
+        while chunk := os.read(read_end, 65536):
+            piped += chunk
+    except BlockingIOError:
+        pass
+    os.close(read_end)
+    whole = piped.split(b"\n")[:-1]
+    left = drain(queue)
+    assert sorted(whole + left) == sorted(sent)  # nothing lost, none twice
+    assert reader.stderr is not None
+    said = reader.stderr.read().decode()
+    assert f"stopped by {signal_name(signum)}: of the" in said and "put back" in said
+
+
+def test_load_interrupted_says_exactly_how_many_were_loaded(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=2, max_message_size=64)
+    loader = start(["load", queue.name], stdin=subprocess.PIPE)
+    assert loader.stdin is not None
+    lines = b"".join(b'{"v":1,"priority":0,"text":"%d"}\n' % i for i in range(5))
+    loader.stdin.write(lines)
+    loader.stdin.flush()
+    time.sleep(0.5)  # two are in; the third waits for room
+    loader.send_signal(signal.SIGHUP)
+    assert loader.wait(timeout=10) == -signal.SIGHUP
+    assert loader.stderr is not None
+    assert b"interrupted: 2 message(s) were loaded" in loader.stderr.read()
+    assert queue.get_many(5, timeout=0) == [b"0", b"1"]
+    loader.stdin.close()

@@ -276,9 +276,9 @@ def _refused(err: int, name: str, operation: str) -> QueuePermissionError:
             QueuePermissionError,
             err,
             "permission denied to {operation} queue {queue}: its mode does not allow this "
-            "user (mount the mqueue file system to see its owner and mode: {mount}). To "
-            "share a queue, its owner creates it with mode=0o660 (--mode 660) and gives it "
-            "a group this user is in, or runs the consumer as the same user",
+            "user (mount the mqueue file system to see its owner and mode: {mount}). A "
+            "queue is shared by creating it with mode=0o660 (--mode 660) and giving it a "
+            "group this user is in",
             operation=operation,
             queue=name,
             mount=system.MOUNT_COMMAND,
@@ -300,8 +300,8 @@ def _refused(err: int, name: str, operation: str) -> QueuePermissionError:
         err,
         "permission denied to {operation} queue {queue}: it belongs to {owner} (uid {uid}), "
         "gid {gid}, mode {queue_mode:04o}. To share a queue, its owner creates it with "
-        "mode=0o660 (--mode 660) and gives it a group this user is in, or runs the "
-        "consumer as the same user",
+        "mode=0o660 (--mode 660) and gives it a group this user is in, or the consumer "
+        "runs as {owner} too",
         operation=operation,
         queue=name,
         owner=owner.user or str(owner.uid),

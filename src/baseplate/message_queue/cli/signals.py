@@ -60,6 +60,14 @@ def ending_signals() -> List[int]:
     return [int(number) for number in found]
 
 
+def signal_name(signum: int) -> str:
+    """SIGTERM, or SIGRTMIN+3 for a real-time signal Python does not name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
+
+
 _CORE = frozenset(int(getattr(signal, name)) for name in _DUMPING if hasattr(signal, name))
 
 

@@ -12,7 +12,6 @@ out, put back, or lost, and why (:class:`Account`).
 from __future__ import annotations
 
 import select
-import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
 from baseplate.message_queue.cli.dump_format import is_blank, longest_line, parse_dump_line
 from baseplate.message_queue.cli.exits import CommandFailed
 from baseplate.message_queue.cli.output import Output
-from baseplate.message_queue.cli.signals import Stopped, Stopping
+from baseplate.message_queue.cli.signals import Stopped, Stopping, signal_name
 from baseplate.message_queue.cli.stdio import INPUT_CHUNK, Input, StreamFailed
 from baseplate.message_queue.cli.words import literal, messages, note, seconds
 from baseplate.message_queue.errors import MessageQueueError, MessageTooLargeError, TimedOutError
@@ -207,7 +206,7 @@ def _report(error: BaseException, account: Account) -> None:
     if isinstance(error, StreamFailed) and error.message is not None:
         error.message += f"; {said}"
     elif isinstance(error, Stopped):
-        note(f"stopped by {signal.Signals(error.signum).name}: {said}")
+        note(f"stopped by {signal_name(error.signum)}: {said}")
     elif not isinstance(error, StreamFailed):
         note(f"stopped: {said}")
     elif account.lost:  # a reader that went away is no news, unless that lost messages
