@@ -83,8 +83,9 @@ CDEF = SYSTEM_CDEF + HELPERS_HEADER.read_text() + CALLBACKS_CDEF
 # of the call's cost on CPython (about 430 of 1,300 instructions, by
 # callgrind), plus atomic operations on a lock that other threads contend
 # for. Holding it is safe: they return at once, after one system call per
-# message and at most 64 messages or 64 KiB. Every other call, all those that
-# may sleep among them, still releases the GIL.
+# message, for at most 64 messages, and none more once 64 KiB have moved (so
+# 64 KiB plus one message, of up to max_message_size, at most). Every other
+# call, all those that may sleep among them, still releases the GIL.
 KEEPS_GIL = ("bp_try_put", "bp_try_get", "bp_try_get_into", "bp_try_put_many", "bp_try_get_many")
 
 # How: cffi's CPython wrapper for function F is `_cffi_f_F`, which brackets
@@ -122,7 +123,7 @@ ffibuilder.set_source(
     "baseplate.message_queue._mqueue",
     f'#include "{HELPERS.name}"\n{KEEP_GIL_SOURCE}',
     include_dirs=[str(C_SOURCES)],
-    libraries=["rt"],
+    libraries=["rt", "pthread"],  # both in libc since glibc 2.34, apart before
     depends=[str(HELPERS), str(HELPERS_HEADER)],
     extra_compile_args=["-Wall", "-Wextra", *EXTRA_CFLAGS],
     extra_link_args=EXTRA_CFLAGS,

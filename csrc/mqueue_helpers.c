@@ -35,6 +35,7 @@
 #include <limits.h>
 #include <mqueue.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,7 +64,9 @@
                                 __ATOMIC_SEQ_CST)
 
 /* The attempts that keep the GIL (see build_ffi.KEEPS_GIL) move at most this
-   many messages or bytes, then hand the rest to a call that releases it. */
+   many messages, and none more once this many bytes have moved (so at most
+   BP_HOLD_MAX_BYTES plus one message), then hand the rest to a call that
+   releases it. */
 #define BP_HOLD_MAX_MESSAGES 64
 #define BP_HOLD_MAX_BYTES (64 * 1024)
 
@@ -86,6 +89,41 @@ static long long bp_monotonic_ns(void)
 }
 
 /* ---------------------------------------------------------------------------
+   fork()
+
+   A descriptor is opened before a handle names it, and closed after it no
+   longer does. A fork() by another thread in between would leave the child
+   a descriptor that no handle names, and that nothing there can close. So
+   those steps (opening, creating the wake descriptor, releasing) hold this
+   lock for reading, and fork() takes it for writing (pthread_atfork): the
+   steps are short and never wait for anything, the GIL included. */
+
+static pthread_rwlock_t bp_fork_lock = PTHREAD_RWLOCK_INITIALIZER;
+static pthread_once_t bp_fork_handlers = PTHREAD_ONCE_INIT;
+
+static void bp_fork_prepare(void) { pthread_rwlock_wrlock(&bp_fork_lock); }
+
+static void bp_fork_parent(void) { pthread_rwlock_unlock(&bp_fork_lock); }
+
+/* The child's thread has another id than the writer it copies: glibc would
+   not take its unlock for the writer's. It is alone: it starts afresh. */
+static void bp_fork_child(void) { pthread_rwlock_init(&bp_fork_lock, NULL); }
+
+static void bp_register_fork_handlers(void)
+{
+    pthread_atfork(bp_fork_prepare, bp_fork_parent, bp_fork_child);
+}
+
+/* Enter and leave a step that must not be split by fork(). */
+static void bp_fork_guard(void)
+{
+    pthread_once(&bp_fork_handlers, bp_register_fork_handlers);
+    pthread_rwlock_rdlock(&bp_fork_lock);
+}
+
+static void bp_fork_unguard(void) { pthread_rwlock_unlock(&bp_fork_lock); }
+
+/* ---------------------------------------------------------------------------
    Opening, uses, closing */
 
 /* Opens (or creates) queue `name` into `queue`, non-blocking. Returns 0 or -errno. */
@@ -96,15 +134,23 @@ int bp_open(struct bp_queue *queue, const char *name, int oflag, unsigned int mo
     mqd_t mqd;
     attr.mq_maxmsg = maxmsg;
     attr.mq_msgsize = msgsize;
+    bp_fork_guard();
     mqd = mq_open(name, oflag | O_NONBLOCK, (mode_t)mode, (oflag & O_CREAT) ? &attr : NULL);
-    if (mqd == (mqd_t)-1)
-        return -errno;
-    if (mq_getattr(mqd, &attr) != 0) {
+    if (mqd == (mqd_t)-1) {
         int err = errno;
-        mq_close(mqd);
+        bp_fork_unguard();
         return -err;
     }
-    queue->mqd = (int)mqd;
+    queue->mqd = (int)mqd; /* a child forked from now on can close it */
+    bp_fork_unguard();
+    if (mq_getattr(mqd, &attr) != 0) {
+        int err = errno;
+        bp_fork_guard();
+        mq_close(mqd);
+        queue->mqd = -1;
+        bp_fork_unguard();
+        return -err;
+    }
     queue->msgsize = (size_t)attr.mq_msgsize;
     queue->state = 0; /* not shared yet: plain stores */
     queue->held = 0;
@@ -116,7 +162,9 @@ int bp_open(struct bp_queue *queue, const char *name, int oflag, unsigned int mo
 /* Closes every descriptor of the queue: by the last use out after bp_close(). */
 static void bp_release(struct bp_queue *queue)
 {
-    int wake = BP_ATOMIC_EXCHANGE(queue->wake_fd, -1);
+    int wake;
+    bp_fork_guard();
+    wake = BP_ATOMIC_EXCHANGE(queue->wake_fd, -1);
     mq_close((mqd_t)queue->mqd);
     queue->mqd = -1;
     if (wake >= 0)
@@ -125,6 +173,7 @@ static void bp_release(struct bp_queue *queue)
         close(queue->retired_wake_fd);
         queue->retired_wake_fd = -1;
     }
+    bp_fork_unguard();
 }
 
 /* Takes a use of the queue: 1, and its descriptors stay open until
@@ -195,23 +244,26 @@ void bp_close(struct bp_queue *queue)
 }
 
 /* In a child after fork(): only the forking thread lives on, and it is in
-   none of our calls; uses Python holds (greenlets, which fork copies) still
-   count. The parent's wake descriptor is shared with the child, so the child
-   gets its own when it first sleeps: otherwise a close() in one process would
-   wake the other's waiters. The parent's is kept open (a copied greenlet may
-   still watch it) until the queue is released. */
-void bp_after_fork(struct bp_queue *queue)
+   none of our calls. Of the uses Python held across calls (bp_hold), `kept`
+   still count: those of the forking thread's greenlets, which fork copies;
+   the others belonged to threads and event loops that did not come along,
+   and nothing in the child would give them back. The parent's wake
+   descriptor is shared with the child, so the child gets its own when it
+   first sleeps: otherwise a close() in one process would wake the other's
+   waiters. The parent's is kept open (a copied greenlet may still watch it)
+   until the queue is released. */
+void bp_after_fork(struct bp_queue *queue, unsigned long kept)
 {
     unsigned long closed = BP_ATOMIC_LOAD(queue->state) & BP_CLOSED;
-    unsigned long held = BP_ATOMIC_LOAD(queue->held);
     int inherited = BP_ATOMIC_EXCHANGE(queue->wake_fd, -1);
     if (inherited >= 0) {
         if (queue->retired_wake_fd >= 0)
             close(queue->retired_wake_fd);
         queue->retired_wake_fd = inherited;
     }
-    BP_ATOMIC_STORE(queue->state, closed | held * BP_USE);
-    if (closed && held == 0 && queue->mqd >= 0)
+    BP_ATOMIC_STORE(queue->held, kept);
+    BP_ATOMIC_STORE(queue->state, closed | kept * BP_USE);
+    if (closed && kept == 0 && queue->mqd >= 0)
         bp_release(queue);
 }
 
@@ -223,13 +275,19 @@ int bp_wake_fd(struct bp_queue *queue)
     int created;
     if (fd >= 0)
         return fd;
+    bp_fork_guard();
     created = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (created < 0)
-        return -errno;
-    if (BP_ATOMIC_CAS(queue->wake_fd, &fd, created, 0))
-        return created;
-    close(created); /* another thread published one first: `fd` holds it */
-    return fd;
+    if (created < 0) {
+        int err = errno;
+        bp_fork_unguard();
+        return -err;
+    }
+    if (!BP_ATOMIC_CAS(queue->wake_fd, &fd, created, 0)) {
+        close(created); /* another thread published one first: `fd` holds it */
+        created = fd;
+    }
+    bp_fork_unguard();
+    return created;
 }
 
 int bp_getattr(struct bp_queue *queue, struct mq_attr *attr)
@@ -541,7 +599,8 @@ static long long bp_first_too_long(struct bp_queue *queue, const size_t *lens, s
 }
 
 /* The first attempt of put_many(): sends, never waiting, what fits of the
-   first BP_HOLD_MAX_MESSAGES messages (or BP_HOLD_MAX_BYTES). Returns
+   first BP_HOLD_MAX_MESSAGES messages, stopping after the one that reaches
+   BP_HOLD_MAX_BYTES. Returns
    (errno << BP_PACK_SHIFT) | number sent, errno being 0 when that many went
    out (it may be fewer than `count`: the caller goes on with bp_send_many),
    EAGAIN when the queue filled up; but nothing is sent, and it returns
@@ -616,7 +675,8 @@ static long long bp_attempt_receive_many(struct bp_queue *queue, void *operation
 }
 
 /* The first attempt of get_many(): receives, never waiting, what is there,
-   at most BP_HOLD_MAX_MESSAGES or about BP_HOLD_MAX_BYTES. Returns
+   at most BP_HOLD_MAX_MESSAGES, into room for BP_HOLD_MAX_BYTES plus one
+   message of msgsize bytes (the kernel needs that much for each). Returns
    (errno << BP_PACK_SHIFT) | count, errno saying why it stopped: EAGAIN
    when the queue ran empty, 0 at its own limits (more may be there), or
    what went wrong. Keeps the GIL. */

@@ -44,7 +44,7 @@ int bp_hold(struct bp_queue *queue);
 void bp_unhold(struct bp_queue *queue);
 int bp_is_closed(struct bp_queue *queue);
 void bp_close(struct bp_queue *queue);
-void bp_after_fork(struct bp_queue *queue);
+void bp_after_fork(struct bp_queue *queue, unsigned long kept);
 int bp_wake_fd(struct bp_queue *queue);
 
 /* Facts and notification. */

@@ -103,7 +103,8 @@ else:
     #: :func:`resource.getrlimit`; from ``<sys/resource.h>``, since PyPy's
     #: :mod:`resource` does not name it.
     RLIMIT_MSGQUEUE: int
-    #: The largest timeout accepted, in seconds (about 292 years).
+    #: The largest timeout accepted, in seconds (about 146 years: half the range of
+    #: a deadline in nanoseconds, so that "now" plus the timeout still fits).
     TIMEOUT_MAX: float
 
 

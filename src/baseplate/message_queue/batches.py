@@ -4,7 +4,7 @@ many messages in one call into C.
 A mixin of :class:`~baseplate.message_queue.MessageQueue`, whose state it
 uses: the descriptor, the sizes, and a pool of batch buffers. Like the
 single-message calls, each first attempt keeps the GIL and never blocks
-(at most 64 messages, or about 64 KiB); the rest waits in
+(at most 64 messages, and none more once 64 KiB have moved); the rest waits in
 :mod:`~baseplate.message_queue.waiting`.
 """
 

@@ -112,21 +112,19 @@ class _AsyncReadiness:
             self.loop.remove_reader(self.fd)
         lib.bp_unhold(handle)
 
-    def forget(self) -> int:
+    def forget(self) -> None:
         """In a child after fork(): let go without touching the loop, whose
-        epoll instance the parent still uses; the uses held (0 or 1)."""
-        try:
-            self.hold.pop()
-        except IndexError:
-            return 0
-        return 1
+        epoll instance the parent still uses, or giving the use back."""
+        self.hold.clear()
 
     def shut(self, error: BaseException) -> None:
-        """The queue was closed: fail every waiting task, and stop."""
+        """The queue was closed: fail every waiting task (unless its loop is
+        closed: then none can run again), and stop."""
         waiters, self.waiters = self.waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(error)
+        if not self.loop.is_closed():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
         self.stop()
 
     def shut_from_any_thread(self, error: BaseException) -> None:
@@ -203,21 +201,20 @@ class AsyncWaits:
         for readiness in taken:
             readiness.shut_from_any_thread(error)
 
-    def after_fork_in_child(self) -> int:
-        """Forget every registration, touching no loop; wake the tasks of the
-        forking thread's running loop (they try again); return the uses held."""
+    def after_fork_in_child(self) -> None:
+        """Forget every registration, touching no loop (the uses they held are
+        not the child's: see bp_after_fork); wake the tasks of the forking
+        thread's running loop, which try again."""
         taken, self._registered = list(self._registered.values()), {}
         if not taken:
-            return 0
+            return
         import asyncio
 
         try:
             running: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        held = 0
         for readiness in taken:
-            held += readiness.forget()
+            readiness.forget()
             if readiness.loop is running:
                 readiness.wake()
-        return held

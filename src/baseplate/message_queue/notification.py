@@ -70,9 +70,11 @@ _callbacks: Dict[int, Tuple[Callable[[], object], weakref.ref[Any]]] = {}
 # (device, inode): its token.
 _holders: Dict[Tuple[int, int], int] = {}
 _tokens = itertools.count(1)
-# Requests made and cancelled one at a time, in this process: a request and
-# the bookkeeping above change together.
-_lock = threading.Lock()
+# Requests are made and cancelled one at a time, in this process: a request
+# and the bookkeeping above change together. Reentrant, for a signal handler
+# that asks while the code it interrupted holds it; close() takes no lock at
+# all (release(), below).
+_lock = threading.RLock()
 
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]
@@ -134,20 +136,23 @@ def request(queue: Notifiable, how: How) -> None:
             _callbacks[token] = (callback, weakref.ref(queue))
         queue._notify_token, queue._notify_key = token, key
         _holders[key] = token
+        if queue._closed:  # by a signal handler, or another thread, meanwhile
+            _forget(queue)
 
 
 def release(queue: Notifiable) -> None:
     """``queue`` is being closed: the kernel drops its request with the
-    descriptor, and a late notification finds no callback."""
-    with _lock:
-        _forget(queue)
+    descriptor, and a late notification finds no callback. Takes no lock,
+    so that close() works from a signal handler: a request() it interrupts
+    looks again, once done, whether its queue was closed."""
+    _forget(queue)
 
 
 def after_fork_in_child(queues: Any) -> None:
     """A child holds no request (the kernel registers a process, not a
     descriptor), whatever its parent held."""
     global _lock
-    _lock = threading.Lock()  # the parent's may have been held by another thread
+    _lock = threading.RLock()  # the parent's may have been held by another thread
     _callbacks.clear()
     _holders.clear()
     for queue in queues:
@@ -155,12 +160,13 @@ def after_fork_in_child(queues: Any) -> None:
 
 
 def _forget(queue: Notifiable) -> None:
-    """Forget ``queue``'s request (the caller holds _lock)."""
+    """Forget ``queue``'s request: each step on its own holds under the GIL,
+    and doing it twice is doing it once."""
     token, key = queue._notify_token, queue._notify_key
+    queue._notify_token, queue._notify_key = 0, None
     _callbacks.pop(token, None)
     if key is not None and _holders.get(key) == token:
-        del _holders[key]
-    queue._notify_token, queue._notify_key = 0, None
+        _holders.pop(key, None)
 
 
 def _identity(queue: Notifiable) -> Tuple[int, int]:

@@ -86,8 +86,20 @@ def _open(
     return result, access
 
 
-# Every open queue, for the fork handler below.
+# For the fork handler below: every open queue object; and every handle
+# whose descriptors may still be open, with or without its object (one being
+# opened by MessageQueue() in some thread, or whose object is gone while a
+# call in another thread still uses it).
 _open_queues: weakref.WeakSet[MessageQueue] = weakref.WeakSet()
+_handles: set[Any] = set()
+
+
+def _track(handle: Any) -> None:
+    """Count ``handle`` among those the fork handler looks at, and forget
+    those already released."""
+    for done in [h for h in _handles if h.mqd < 0 and lib.bp_is_closed(h)]:
+        _handles.discard(done)
+    _handles.add(handle)
 
 
 def _after_fork_in_child() -> None:
@@ -97,13 +109,18 @@ def _after_fork_in_child() -> None:
     a loop (the child shares the parent's epoll instances)."""
     queues = list(_open_queues)
     notification.after_fork_in_child(queues)
+    # Handles no object of the child can reach: nobody there will close them.
+    reachable = {queue._queue for queue in queues}
+    for handle in list(_handles):
+        if handle not in reachable and handle.mqd >= 0:
+            lib.bp_after_fork(handle, 0)
+            lib.bp_close(handle)
     for queue in queues:
-        handle = queue._queue
-        lib.bp_after_fork(handle)  # uses now: those still held from Python
-        stale = queue._async_waits.after_fork_in_child()
-        stale += waiting.drop_other_threads_holds(queue._cooperative_holds)
-        for _ in range(stale):
-            lib.bp_unhold(handle)
+        queue._async_waits.after_fork_in_child()
+        kept = waiting.keep_this_threads_holds(queue._cooperative_holds)
+        lib.bp_after_fork(queue._queue, kept)
+        if queue._closed and not lib.bp_is_closed(queue._queue):
+            lib.bp_close(queue._queue)  # a close() another thread had begun
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -118,20 +135,32 @@ class MessageQueue(BatchCalls):
     :param max_message_size: the longest message in bytes; used only when
         this call creates the queue.
     :param mode: permission bits for a queue this call creates, filtered by
-        the process umask as for files. The default 0o600 keeps other users
-        out; 0o660 shares the queue with its group. (The posix_ipc-based
-        module created queues 0o644: every user could take their messages.)
+        the process umask as :func:`os.open` does. The default 0o600 keeps
+        other users out. To share a queue with its group, create it with
+        0o660 and set the mode exactly, whatever the umask:
+        ``os.fchmod(queue.fileno(), 0o660)`` (the command line's ``--mode``
+        does that). Write it in octal: ``mode=600`` is refused, naming
+        0o600; a slip up to 511 cannot be caught, being valid bits
+        (``mode=400`` is 0o620). (The posix_ipc-based module created queues
+        0o644: every user could take their messages.)
     :param create: create the queue if it does not exist (else
         :class:`QueueNotFoundError`).
     :param exclusive: fail with :class:`QueueExistsError` if it exists.
 
-    If the queue's mode lets this user read but not write (or the reverse),
-    it is opened for that direction alone, and the other raises
+    An existing queue keeps its own sizes, whatever this call asks for, and
+    says nothing: :attr:`max_messages` and :attr:`max_message_size` give
+    them (``baseplate-mq info`` too). If the queue's mode lets this user
+    read but not write (or the reverse), it is opened for that direction
+    alone (:meth:`readable`, :meth:`writable`), and the other raises
     :class:`QueuePermissionError`.
 
-    Methods may be called from many threads at once, and :meth:`close` from
-    any of them wakes the others' waits. Objects are not picklable; a queue
-    opened before ``fork()`` works in the child.
+    Every argument is checked before any system call: a bad value raises
+    :class:`InvalidParametersError`, a bad type :class:`TypeError`, and
+    nothing is created, sent or received. Methods may be called from many
+    threads at once, and :meth:`close` from any of them, or from a signal
+    handler, wakes the others' waits. Objects are not picklable; a queue
+    opened before ``fork()`` works in the child, whatever other threads were
+    doing, and the child's :meth:`close` releases its descriptors.
     """
 
     _closed = True  # so that __del__ works even if __init__ failed
@@ -162,6 +191,25 @@ class MessageQueue(BatchCalls):
         # What the C helpers see: the descriptor, and the state that makes
         # close() safe while other threads use the queue (mqueue_helpers.c).
         queue = ffi.new("struct bp_queue *")
+        queue.mqd = -1  # until opened
+        _track(queue)
+        try:
+            self._open(queue, raw, mode, create, exclusive, max_messages, max_message_size)
+        except BaseException:
+            _handles.discard(queue)  # nothing was opened
+            raise
+
+    def _open(
+        self,
+        queue: Any,
+        raw: bytes,
+        mode: int,
+        create: bool,
+        exclusive: bool,
+        max_messages: int,
+        max_message_size: int,
+    ) -> None:
+        """Open the queue into ``queue`` (its handle) and set this object up."""
         flags = (lib.O_CREAT if create else 0) | (lib.O_EXCL if exclusive else 0)
         sizes = (max_messages, max_message_size)
         result, access = _open(queue, raw, flags, mode, sizes)
@@ -289,16 +337,24 @@ class MessageQueue(BatchCalls):
             or None, which cancels the request.
 
         The request is used up when it fires: call again to be told again (a
-        callback may do that itself). Closing the queue cancels it. Only one
-        process at a time may hold the request for a queue: if another one
-        does, :class:`MessageQueueOSError` (``EBUSY``) says which. For most
-        uses, waiting on :meth:`fileno` with :mod:`selectors`, or
-        :meth:`get_async` under asyncio, is simpler and has no such limit;
+        callback may do that itself). Only one process at a time may hold the
+        request for a queue: if another does, :class:`MessageQueueOSError`
+        (``EBUSY``) says which (another object in this process, too). The
+        kernel's rules hold: closing this object cancels its request, and so
+        does closing, in this process, *any* other descriptor of the same
+        queue (another object, ``baseplate-mq ls`` run in-process); replacing
+        a request is a cancel and a new request, so another process may take
+        the queue's request in between. ``notify(None)`` on an object that
+        holds no request changes nothing.
+
+        For most uses, waiting on :meth:`fileno` with :mod:`selectors`, or
+        :meth:`get_async` under asyncio, is simpler and has no such limits;
         ``notify`` suits a process that must not keep a thread or a loop
         waiting (it is what posix_ipc calls ``request_notification``). The
         first callback starts glibc's notification thread, which lives as long
         as the process: Python 3.12 and later then warn that ``fork()`` in a
-        process with threads may deadlock (glibc itself copes with it).
+        process with threads may deadlock (glibc itself copes with it). A
+        child holds none of its parent's requests.
         """
         notification.request(self, how)
 

@@ -136,11 +136,13 @@ def _wait_cooperatively(queue: Waitable, writable: bool, deadline: int) -> None:
     """Wait through the monkey-patched ``select.select`` (gevent, eventlet)
     for the queue to be ready, for close(), or for the deadline."""
     handle, holds = queue._queue, queue._cooperative_holds
-    if not lib.bp_hold(handle):
-        return  # closed: the next attempt says so
-    # Counted by thread: after fork() the child drops other threads' holds.
+    # Counted by thread, before it is taken: after fork() the child keeps the
+    # holds of its own thread's greenlets only.
     thread = threading.get_ident()
     holds[thread] = holds.get(thread, 0) + 1
+    if not lib.bp_hold(handle):
+        _let_go(holds, thread)
+        return  # closed: the next attempt says so
     try:
         wake = lib.bp_wake_fd(handle)
         if lib.bp_is_closed(handle):
@@ -154,22 +156,25 @@ def _wait_cooperatively(queue: Waitable, writable: bool, deadline: int) -> None:
         else:
             select.select([handle.mqd, *watched], [], [], timeout)
     finally:
-        left = holds.pop(thread, 1) - 1
-        if left:
-            holds[thread] = left
         lib.bp_unhold(handle)
+        _let_go(holds, thread)
 
 
-def drop_other_threads_holds(holds: Dict[int, int]) -> int:
+def _let_go(holds: Dict[int, int], thread: int) -> None:
+    """One hold fewer for ``thread``."""
+    left = holds.pop(thread, 1) - 1
+    if left:
+        holds[thread] = left
+
+
+def keep_this_threads_holds(holds: Dict[int, int]) -> int:
     """In a child after fork(): forget the holds of the threads that did not
-    come along (all but this one); return how many there were."""
-    thread = threading.get_ident()
-    dropped = sum(count for holder, count in holds.items() if holder != thread)
-    mine = holds.get(thread)
+    come along; return how many this thread's greenlets keep."""
+    mine = holds.get(threading.get_ident(), 0)
     holds.clear()
     if mine:
-        holds[thread] = mine
-    return dropped
+        holds[threading.get_ident()] = mine
+    return mine
 
 
 # --------------------------------------------------------------------------
