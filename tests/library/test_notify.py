@@ -18,6 +18,7 @@ from baseplate.message_queue import (
     MessageQueueOSError,
     QueueClosedError,
 )
+from helpers import run_in_mount_namespace
 
 MakeQueue = Callable[..., MessageQueue]
 
@@ -178,12 +179,63 @@ def test_another_processs_request_makes_a_clear_busy_error(queue: MessageQueue) 
             queue.notify(lambda: None)
         assert caught.value.errno == errno.EBUSY
         assert "already has a notification request" in str(caught.value)
-        assert f"from process {pid}" in str(caught.value) or "another process" in str(caught.value)
+        assert f"from process {pid}" in str(caught.value)  # read through our own descriptor
     finally:
         holder.stdin.close()
         holder.wait(timeout=10)
     queue.notify(None)  # the holder's request ended with it
     queue.notify(lambda: None)
+
+
+# Two objects of one process on one queue, each asking; then a message.
+TWO_OBJECTS = """
+import sys, threading
+from baseplate.message_queue import MessageQueue, MessageQueueOSError
+first = MessageQueue(sys.argv[1], create=False)
+second = MessageQueue(sys.argv[1], create=False)
+fired = threading.Event()
+first.notify(fired.set)
+try:
+    second.notify(lambda: None)
+    print("accepted")
+except MessageQueueOSError as error:
+    print(error.errno, error)
+second.notify(None)  # it holds none: this cancels nothing
+second.put(b"arrives")
+print("fired", fired.wait(5))
+"""
+
+
+@pytest.mark.parametrize("mounted", [False, True], ids=["not mounted", "mqueue mounted"])
+def test_a_refused_request_changes_nothing(queue: MessageQueue, mounted: bool) -> None:
+    """1.0 named the holder by opening and closing /dev/mqueue/NAME, which
+    cancelled the request it had lost to, that of another object of ours."""
+    if mounted:
+        result = run_in_mount_namespace(TWO_OBJECTS, mounted=True, args=(queue.name,))
+    else:
+        result = subprocess.run(
+            [sys.executable, "-c", TWO_OBJECTS, queue.name], capture_output=True, text=True
+        )
+    refused, fired = result.stdout.splitlines()
+    assert refused.startswith(f"{errno.EBUSY} ")
+    assert "from another MessageQueue object in this process" in refused
+    assert fired == "fired True", result.stderr
+
+
+def test_closing_another_object_on_the_queue_cancels_this_processs_request(
+    queue: MessageQueue,
+) -> None:
+    """The kernel's rule, as the docs say: any close of a descriptor of the
+    queue, by this process, ends its request."""
+    fired = threading.Event()
+    queue.notify(fired.set)
+    MessageQueue(queue.name, create=False).close()
+    put_elsewhere(queue)
+    assert not fired.wait(0.5)
+    assert queue.get(timeout=5) == b"hello"  # empty again: a notification needs that
+    queue.notify(fired.set)  # and it may be asked again
+    put_elsewhere(queue)
+    assert fired.wait(5)
 
 
 @pytest.mark.parametrize(
