@@ -14,6 +14,7 @@ import nox
 
 nox.options.sessions = [
     "tests",
+    "trials",
     "lint",
     "typecheck",
     "docs",
@@ -35,6 +36,15 @@ def tests(session: nox.Session) -> None:
     """The test suite against the installed package, on each CPython and PyPy."""
     session.install(".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=["3.11", "pypy3"])
+def trials(session: nox.Session) -> None:
+    """The heavy trials, which every interpreter's suite leaves out: signals
+    at random moments on every command, hundreds of forks, close() from
+    signal handlers, properties over a thousand values."""
+    session.install(".[test]")
+    session.run("pytest", "-m", "trials", *session.posargs)
 
 
 @nox.session(python="3.11")

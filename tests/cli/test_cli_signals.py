@@ -23,36 +23,79 @@ from helpers import BPMQ, Producer, drain, run
 MakeQueue = Callable[..., MessageQueue]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_at_a_random_moment_loses_and_duplicates_nothing(
-    make_queue: MakeQueue, tmp_path: Path, signum: int
+def ends_like(signum: int) -> int:
+    """The returncode of a command that signal ``signum`` ended: by the signal
+    itself (a shell sees 128+N), or 128+N without a core for SIGQUIT and SIGXCPU."""
+    return 128 + signum if signum in (signal.SIGQUIT, signal.SIGXCPU) else -signum
+
+
+class SlowReader(threading.Thread):
+    """Reads a pipe slowly, to its end: what a consumer of `read` got."""
+
+    def __init__(self, read_end: int) -> None:
+        super().__init__(daemon=True)
+        self.read_end = read_end
+        self.got = b""
+
+    def run(self) -> None:
+        while chunk := os.read(self.read_end, 97):
+            self.got += chunk
+            time.sleep(0.0005)
+        os.close(self.read_end)
+
+
+def signal_a_busy_reader(
+    queue: MessageQueue, tmp_path: Path, signum: int, trials: int, output: str
 ) -> None:
-    queue = make_queue(max_messages=10, max_message_size=64)
-    rng = random.Random(signum)
-    for trial in range(20):
+    """``read`` from a queue a producer keeps feeding, into a file or a slow
+    pipe; ``signum`` at a random moment once it reads. Whatever it took is
+    printed whole or back in the queue: nothing lost, none twice."""
+    rng = random.Random(signum * 1000 + trials)
+    for trial in range(trials):
         producer = Producer(queue)
         producer.start()
-        target = tmp_path / f"out-{trial}.txt"
+        target = tmp_path / f"out-{signum}-{trial}.txt"
+        pipe = os.pipe() if output == "slow pipe" else None
         with target.open("wb") as out:
             reader = subprocess.Popen(
-                [*BPMQ, "read", queue.name], stdout=out, stderr=subprocess.PIPE
+                [*BPMQ, "read", queue.name],
+                stdout=out if pipe is None else pipe[1],
+                stderr=subprocess.PIPE,
             )
-            started = time.monotonic()
-            while target.stat().st_size == 0 and time.monotonic() - started < 30:
-                time.sleep(0.005)  # reading has begun (before, a signal just kills it)
-            time.sleep(rng.uniform(0.0, 0.3))
-            reader.send_signal(signum)
-            code = reader.wait(timeout=20)
+        slow = None
+        if pipe is not None:
+            os.close(pipe[1])
+            slow = SlowReader(pipe[0])
+            slow.start()
+        started = time.monotonic()
+        while not (target.stat().st_size if slow is None else slow.got):
+            assert time.monotonic() - started < 30, "read printed nothing"
+            time.sleep(0.005)  # reading has begun
+        time.sleep(rng.uniform(0.0, 0.3))
+        reader.send_signal(signum)
+        code = reader.wait(timeout=20)
         sent = producer.stop()
+        if slow is not None:
+            slow.join(20)
         assert reader.stderr is not None
         stderr = reader.stderr.read()
-        assert code == -signum, (trial, stderr)  # by the signal itself: a shell sees 128+N
+        assert code == ends_like(signum), (trial, stderr)
         assert b"Traceback" not in stderr
-        printed = target.read_bytes().split(b"\n")
+        printed = (target.read_bytes() if slow is None else slow.got).split(b"\n")
         assert printed.pop() == b""  # every line written whole
         left = drain(queue)
         assert sorted(printed + left) == sorted(sent), trial  # nothing lost, none twice
         assert len(set(printed) & set(left)) == 0
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"]
+)
+def test_a_signal_at_a_random_moment_loses_and_duplicates_nothing(
+    make_queue: MakeQueue, tmp_path: Path, signum: int
+) -> None:
+    queue = make_queue(max_messages=10, max_message_size=64)
+    signal_a_busy_reader(queue, tmp_path, signum, trials=5, output="file")
 
 
 def test_a_stalled_pipe_never_both_prints_and_puts_back(make_queue: MakeQueue) -> None:
@@ -232,12 +275,6 @@ ENDING = [
 ]
 
 
-def ends_like(signum: int) -> int:
-    """The returncode of a command that signal ``signum`` ended: by the signal
-    itself (a shell sees 128+N), or 128+N without a core for SIGQUIT and SIGXCPU."""
-    return 128 + signum if signum in (signal.SIGQUIT, signal.SIGXCPU) else -signum
-
-
 def handlers_installed(pid: int) -> bool:
     """Whether process ``pid`` catches SIGHUP yet: our handlers are in place."""
     try:
@@ -381,3 +418,94 @@ def test_load_interrupted_says_exactly_how_many_were_loaded(make_queue: MakeQueu
     assert b"interrupted: 2 message(s) were loaded" in loader.stderr.read()
     assert queue.get_many(5, timeout=0) == [b"0", b"1"]
     loader.stdin.close()
+
+
+# -- heavy trials: nox -s trials -------------------------------------------------
+
+
+@pytest.mark.trials
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("output", ["file", "slow pipe"])
+@pytest.mark.parametrize("signum", ENDING, ids=[signal_name(s) for s in ENDING])
+def test_trials_every_signal_at_random_moments_loses_and_duplicates_nothing(
+    make_queue: MakeQueue, tmp_path: Path, signum: int, output: str
+) -> None:
+    queue = make_queue(max_messages=10, max_message_size=64)
+    signal_a_busy_reader(queue, tmp_path, signum, trials=12, output=output)
+
+
+@pytest.mark.trials
+@pytest.mark.timeout(1200)
+def test_trials_signals_while_it_starts_end_it_cleanly(queue_name: str) -> None:
+    rng = random.Random(2)
+    for trial in range(200):
+        signum = rng.choice(ENDING)
+        reader = start(["read", queue_name])
+        time.sleep(rng.uniform(0, 0.15))
+        reader.send_signal(signum)
+        assert reader.wait(timeout=10) == ends_like(signum), (trial, signal_name(signum))
+        assert reader.stderr is not None
+        assert_quiet(reader.stderr.read())
+
+
+class Feeder(threading.Thread):
+    """Writes numbered lines into a pipe as fast as it takes them, until stopped."""
+
+    def __init__(self, write_end: int, line: Callable[[int], bytes]) -> None:
+        super().__init__(daemon=True)
+        self.write_end, self.line = write_end, line
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        number = 0
+        try:
+            while not self.stopped.is_set():
+                os.write(self.write_end, self.line(number))
+                number += 1
+        except OSError:  # the command ended: nobody reads any more
+            pass
+
+
+@pytest.mark.trials
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("command", ["write", "load"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGQUIT, signal.SIGRTMIN]
+)
+def test_trials_write_and_load_report_exactly_what_they_sent(
+    make_queue: MakeQueue, command: str, signum: int
+) -> None:
+    """A line read from stdin cannot be unread: the count the command reports
+    is exactly what reached the queue, in order, whatever the moment."""
+    queue = make_queue(max_messages=10, max_message_size=64)
+
+    def line(number: int) -> bytes:
+        return (
+            b'{"v":1,"priority":0,"text":"%d"}\n' % number
+            if command == "load"
+            else b"%d\n" % number
+        )
+
+    rng = random.Random(signum)
+    for trial in range(10):
+        read_end, write_end = os.pipe()
+        process = start([command, queue.name], stdin=read_end)
+        os.close(read_end)
+        feeder = Feeder(write_end, line)
+        feeder.start()
+        taken: list[bytes] = []
+        deadline = time.monotonic() + rng.uniform(0.05, 0.4)
+        while time.monotonic() < deadline:
+            taken += drain(queue)
+        process.send_signal(signum)
+        code = process.wait(timeout=20)
+        feeder.stopped.set()
+        os.close(write_end)
+        feeder.join(10)
+        taken += drain(queue)
+        assert process.stderr is not None
+        said = process.stderr.read().decode()
+        assert code == ends_like(signum), (trial, said)
+        # A signal before it began to stream ended it at once: nothing sent.
+        reported = int(said.split("interrupted: ")[1].split(" ")[0]) if "interrupted" in said else 0
+        assert taken == [b"%d" % n for n in range(reported)], trial  # all, in order, no more

@@ -127,20 +127,38 @@ def accepted_or_typed(call: Callable[[Any], Any], value: Any) -> bool:
     return True
 
 
+def any_value_on(name: str, value: Any) -> None:
+    """``value`` on call ``name``: accepted, or refused with a typed error, and
+    then nothing has moved. A queue of its own, unlinked after."""
+    queue = MessageQueue(unique_name(), max_messages=4, max_message_size=16)
+    try:
+        queue.put(b"ready")  # a message to take, and room to put
+        if not accepted_or_typed(calls(queue)[name], value):
+            assert queue.current_messages == 1  # refused: nothing moved
+    finally:
+        queue.close()
+        unlink_quietly(queue.name)
+
+
+RELAXED = [HealthCheck.too_slow]
+
+
 @pytest.mark.parametrize("name", CALLS)
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(max_examples=40, deadline=None, suppress_health_check=RELAXED)
 @given(value=ANYTHING)
 def test_any_value_on_any_call_is_accepted_or_refused_with_a_typed_error(
-    make_queue: MakeQueue, name: str, value: Any
+    name: str, value: Any
 ) -> None:
-    queue = make_queue(max_messages=4, max_message_size=16)
-    queue.put(b"ready")  # a message to take, and room to put
-    if not accepted_or_typed(calls(queue)[name], value):
-        assert queue.current_messages == 1  # refused: nothing moved
+    any_value_on(name, value)
+
+
+@pytest.mark.trials
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("name", CALLS)
+@settings(max_examples=1000, deadline=None, suppress_health_check=RELAXED)
+@given(value=ANYTHING)
+def test_trials_any_value_on_any_call(name: str, value: Any) -> None:
+    any_value_on(name, value)
 
 
 @pytest.mark.parametrize("argument", ["max_messages", "max_message_size", "mode"])

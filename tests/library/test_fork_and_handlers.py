@@ -147,6 +147,13 @@ def test_a_child_forked_at_any_moment_can_close_its_queues() -> None:
     assert fork_while_busy(forks=40, seed=7) == []
 
 
+@pytest.mark.trials
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_trials_hundreds_of_forks_at_random_moments(seed: int) -> None:
+    assert fork_while_busy(forks=150, seed=seed) == []
+
+
 def test_the_parent_goes_on_after_the_forks(queue_name: str) -> None:
     """The child's close drops nothing of the parent's: not its event-loop
     registrations (a shared epoll), not its wake-ups."""
@@ -209,15 +216,31 @@ def test_close_from_a_signal_handler_never_deadlocks(call: str) -> None:
     close() from it returns, whatever that code held, and leaves the object
     closed and consistent. Each trial runs in a child, which a watchdog
     alarm ends if it hangs."""
+    close_from_handlers(call, trials=60)
+
+
+@pytest.mark.trials
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize(
+    "call",
+    ["notify", "notify signal", "get", "get_into", "get_many", "put", "get_async", "attributes"],
+)
+def test_trials_close_from_a_signal_handler_never_deadlocks(call: str) -> None:
+    close_from_handlers(call, trials=600)
+
+
+def close_from_handlers(call: str, trials: int) -> None:
+    """``trials`` times: a queue, ``call`` on it over and over, and a signal
+    whose handler closes it at a random moment; in a child, with a watchdog."""
     signal.signal(signal.SIGUSR2, lambda *_: None)
     name = unique_name()
     pid = os.fork()
     if pid == 0:
-        signal.alarm(20)
+        signal.alarm(20 + trials // 10)
         try:
             rng = random.Random(call)
             main = threading.get_ident()
-            for _ in range(60):
+            for _ in range(trials):
                 queue = MessageQueue(name, 4, 64)
                 if call.startswith("get"):
                     queue.put(b"ready")
