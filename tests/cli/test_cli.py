@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from baseplate.message_queue import MessageQueue
 from baseplate.message_queue.cli.commands import cli
 from baseplate.message_queue.cli.legacy import legacy
-from helpers import BPMQ, SCRIPT, SEED, queue_exists, run
+from helpers import BPMQ, ME, SCRIPT, SEED, queue_exists, run
 
 MakeQueue = Callable[..., MessageQueue]
 
@@ -203,10 +203,7 @@ def test_sizes_are_used_when_creating(queue_name: str) -> None:
         "max_message_size": 32,
         "current_messages": 1,
         "mode": "0600",
-        "owner": "root",
-        "uid": 0,
-        "group": "root",
-        "gid": 0,
+        **ME,
     }
 
 
