@@ -261,7 +261,8 @@ def _test_wheel(session: nox.Session, wheel: Path, interpreter: str, home: Path)
     for tree in ("tests", "stress"):
         shutil.copytree(tree, suite / tree, ignore=shutil.ignore_patterns("__pycache__"))
     (suite / "docs").mkdir()
-    for needed in ("README.md", "pyproject.toml", "docs/check_html.py"):
+    (suite / ".ci").mkdir()
+    for needed in ("README.md", "pyproject.toml", "docs/check_html.py", ".ci/run"):
         shutil.copy(needed, suite / needed)
     with session.chdir(suite):
         output = session.run(

@@ -215,6 +215,9 @@ def test_numpy_scalars_are_numbers_and_numpy_bools_are_not(queue: MessageQueue) 
     assert queue.get(timeout=numpy.int32(1)).priority == 3
     with pytest.raises(TypeError):
         queue.get(timeout=numpy.bool_(True))
+    with pytest.raises(TypeError):  # older NumPy lets its bools pass as an index
+        queue.put(b"x", priority=numpy.bool_(True))
+    assert queue.current_messages == 0
     with pytest.raises(InvalidParametersError):
         queue.get(timeout=numpy.float64("nan"))
 

@@ -11,6 +11,7 @@ import random
 import signal
 import threading
 import time
+import traceback
 from typing import Any, Callable, List
 
 import pytest
@@ -264,6 +265,7 @@ def close_from_handlers(call: str, trials: int) -> None:
                     pass
             os._exit(0 if our_descriptors([name]) == 0 else 4)
         except BaseException:
+            traceback.print_exc()  # to the test's stderr, which pytest shows
             os._exit(5)
     try:
         _, status = os.waitpid(pid, 0)

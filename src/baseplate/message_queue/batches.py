@@ -62,7 +62,7 @@ class BatchCalls:
     _closed: bool
     _maxmsg: int
     _msgsize: int
-    _cooperative_holds: dict[int, int]
+    _python_holds: dict[int, int]
     # Batch buffers not in use, as MessageQueue keeps its receive buffers.
     _batch_buffers: deque[BatchBuffer]
 

@@ -111,9 +111,18 @@ def validate_name(name: Union[str, bytes]) -> None:
     encode_name(name)
 
 
+def _is_bool(value: Any) -> bool:
+    """Whether ``value`` is a bool: Python's, or NumPy's (which older NumPy
+    still lets pass as an index)."""
+    kind = type(value)
+    return isinstance(value, bool) or (
+        kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")
+    )
+
+
 def check_int(value: Any, what: str) -> int:
     """Return ``value`` as an int, refusing bools, floats and strings."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
+    if _is_bool(value) or not hasattr(value, "__index__"):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     return operator.index(value)
 
@@ -193,8 +202,10 @@ def _seconds(timeout: Any) -> Union[int, float, Fraction]:
     from decimal import Decimal
     from fractions import Fraction
 
-    if isinstance(timeout, bool):  # True is not "one second"
-        raise TypeError("timeout must be a number of seconds or None, not bool")
+    if _is_bool(timeout):  # True is not "one second"
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
     if isinstance(timeout, numbers.Integral):
         return operator.index(timeout)
     if isinstance(timeout, Decimal):

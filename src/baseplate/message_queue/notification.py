@@ -16,8 +16,10 @@ remembers which of this process's objects holds the request on each queue
 (by device and inode), so that one object never cancels another's. A
 request by callback leaves its callback in this process's registry, under a
 token that C hands back to :func:`bp_notified` when it fires, in a thread
-glibc starts. It calls the binding's ``bp_notify`` only; the queue object
-decides when (:meth:`MessageQueue.notify`, :meth:`MessageQueue.close`).
+glibc starts. It calls the binding's ``bp_notify`` only, holding a use of the
+queue (:func:`~baseplate.message_queue.waiting.holding`) while it reads
+through the descriptor; the queue object decides when
+(:meth:`MessageQueue.notify`, :meth:`MessageQueue.close`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
 from baseplate.message_queue._mqueue import ffi, lib
 
+from baseplate.message_queue import waiting
 from baseplate.message_queue.errors import (
     MessageQueueError,
     MessageQueueOSError,
@@ -50,14 +53,13 @@ if TYPE_CHECKING:  # pragma: no cover
         name: str
         _queue: Any  # its struct bp_queue *
         _closed: bool
+        _python_holds: Dict[int, int]
         # This object's request: its token (> 0, a callback; -1, a signal;
         # 0, none), and the queue's (device, inode) while it holds one.
         _notify_token: int
         _notify_key: Optional[Tuple[int, int]]
 
         def _error(self, err: int, operation: str, size: int = 0) -> MessageQueueError: ...
-
-        def fileno(self) -> int: ...
 
 
 #: What :meth:`MessageQueue.notify` takes: a signal number, a callable or None.
@@ -109,8 +111,10 @@ def _parse(how: How) -> tuple[int, Optional[Callable[[], object]]]:
 def request(queue: Notifiable, how: How) -> None:
     """Make, replace or (``how`` None) cancel ``queue``'s notification request."""
     signum, callback = _parse(how)
-    with _lock:
-        if queue._closed:
+    # The use held keeps the descriptor open, and its number ours, while this
+    # reads through it: close() may run meanwhile, from a signal handler.
+    with _lock, waiting.holding(queue) as held:
+        if not held or queue._closed:
             raise closed_error(queue.name)
         key = _identity(queue)
         if queue._notify_token:  # this object's own request: cancel it first
@@ -171,7 +175,7 @@ def _forget(queue: Notifiable) -> None:
 
 def _identity(queue: Notifiable) -> Tuple[int, int]:
     """The queue's (device, inode): which queue it is, whatever its name now."""
-    facts = os.fstat(queue.fileno())
+    facts = os.fstat(queue._queue.mqd)
     return facts.st_dev, facts.st_ino
 
 
@@ -179,7 +183,7 @@ def _holder_pid(queue: Notifiable) -> Optional[int]:
     """The process that holds the queue's request (0: none), read through this
     object's own descriptor: opening another would cancel this process's."""
     try:
-        status = os.pread(queue.fileno(), 512, 0).decode("ascii", "replace")
+        status = os.pread(queue._queue.mqd, 512, 0).decode("ascii", "replace")
     except OSError:  # opened for writing only
         return None
     found = re.search(r"NOTIFY_PID:(\d+)", status)

@@ -117,7 +117,7 @@ def _after_fork_in_child() -> None:
             lib.bp_close(handle)
     for queue in queues:
         queue._async_waits.after_fork_in_child()
-        kept = waiting.keep_this_threads_holds(queue._cooperative_holds)
+        kept = waiting.keep_this_threads_holds(queue._python_holds)
         lib.bp_after_fork(queue._queue, kept)
         if queue._closed and not lib.bp_is_closed(queue._queue):
             lib.bp_close(queue._queue)  # a close() another thread had begun
@@ -239,7 +239,7 @@ class MessageQueue(BatchCalls):
         # Event-loop waits on this queue, and the uses that greenlets hold
         # while they wait, by thread (both for the fork handler).
         self._async_waits = event_loop.AsyncWaits(queue)
-        self._cooperative_holds: dict[int, int] = {}
+        self._python_holds: dict[int, int] = {}
         # Receive buffers not in use: each get() takes its own, so threads
         # never share one, and puts it back, so none is allocated per call.
         # (A deque: unlike a list, popping its last item frees nothing.)

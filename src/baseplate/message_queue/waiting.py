@@ -19,11 +19,12 @@ receives itself, and turns errors into exceptions only through the queue's
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import select
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, List
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, Iterator, List
 
 from baseplate.message_queue._mqueue import ffi, lib
 
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
         name: str
         _queue: Any  # its struct bp_queue *
-        _cooperative_holds: Dict[int, int]  # uses held by greenlets, by thread
+        _python_holds: Dict[int, int]  # uses held by Python code (holding()), by thread
 
         def _error(self, err: int, operation: str, size: int = 0) -> MessageQueueError: ...
 
@@ -135,15 +136,10 @@ def wait(
 def _wait_cooperatively(queue: Waitable, writable: bool, deadline: int) -> None:
     """Wait through the monkey-patched ``select.select`` (gevent, eventlet)
     for the queue to be ready, for close(), or for the deadline."""
-    handle, holds = queue._queue, queue._cooperative_holds
-    # Counted by thread, before it is taken: after fork() the child keeps the
-    # holds of its own thread's greenlets only.
-    thread = threading.get_ident()
-    holds[thread] = holds.get(thread, 0) + 1
-    if not lib.bp_hold(handle):
-        _let_go(holds, thread)
-        return  # closed: the next attempt says so
-    try:
+    handle = queue._queue
+    with holding(queue) as held:
+        if not held:
+            return  # closed: the next attempt says so
         wake = lib.bp_wake_fd(handle)
         if lib.bp_is_closed(handle):
             return
@@ -155,6 +151,27 @@ def _wait_cooperatively(queue: Waitable, writable: bool, deadline: int) -> None:
             select.select(watched, [handle.mqd], [], timeout)
         else:
             select.select([handle.mqd, *watched], [], [], timeout)
+
+
+@contextlib.contextmanager
+def holding(queue: Waitable) -> Iterator[bool]:
+    """Hold a use of the queue while Python code works with its descriptor
+    (a cooperative wait, a notification request), so that the descriptor
+    stays open, and is not reused, even if close() runs meanwhile from a
+    signal handler or another thread. Yields False if it is closed already.
+
+    Counted by thread, before it is taken: after fork() the child keeps the
+    holds of its own thread (its greenlets) only.
+    """
+    handle, holds = queue._queue, queue._python_holds
+    thread = threading.get_ident()
+    holds[thread] = holds.get(thread, 0) + 1
+    if not lib.bp_hold(handle):
+        _let_go(holds, thread)
+        yield False
+        return
+    try:
+        yield True
     finally:
         lib.bp_unhold(handle)
         _let_go(holds, thread)

@@ -91,12 +91,35 @@ class _Noted:
 _noted = _Noted()
 
 
-def install() -> None:
-    """Catch every ending signal that is not ignored; run first."""
+def ignored_at_start() -> frozenset[int]:
+    """The signals this process ignores: as Python says, and as the kernel
+    says (PyPy reports SIG_DFL for a signal ignored before it started)."""
+    ignored = set()
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("SigIgn:"):
+                    mask = int(line.split()[1], 16)
+                    ignored = {n for n in range(1, 65) if mask & (1 << (n - 1))}
+    except (OSError, ValueError):  # no /proc: Python's word alone
+        pass
     for signum in ending_signals():
         try:
-            if signal.getsignal(signum) != signal.SIG_IGN:
-                signal.signal(signum, _on_signal)
+            if signal.getsignal(signum) == signal.SIG_IGN:
+                ignored.add(signum)
+        except ValueError:
+            continue
+    return frozenset(ignored)
+
+
+def install() -> None:
+    """Catch every ending signal that is not ignored; run first."""
+    ignored = ignored_at_start()
+    for signum in ending_signals():
+        if signum in ignored:
+            continue
+        try:
+            signal.signal(signum, _on_signal)
         except (OSError, ValueError):  # reserved by the C library, or not in this thread
             continue
     try:
