@@ -107,7 +107,10 @@ def _after_fork_in_child() -> None:
     notification, and only the forking thread: the uses that other threads'
     greenlets and every event loop held there are dropped, without touching
     a loop (the child shares the parent's epoll instances)."""
-    queues = list(_open_queues)
+    # Through its guarded iterator: list() would ask len() first, which on
+    # PyPy walks the set unguarded, and a weakref callback run by a garbage
+    # collection meanwhile makes it raise (and the fork hook do nothing).
+    queues = [queue for queue in _open_queues]
     notification.after_fork_in_child(queues)
     # Handles no object of the child can reach: nobody there will close them.
     reachable = {queue._queue for queue in queues}
