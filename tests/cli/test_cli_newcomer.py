@@ -157,7 +157,7 @@ def test_info_shows_mode_owner_and_group(queue_name: str) -> None:
     assert "mode: 0640\n" in text
     assert f"owner: {ME['owner']}\n" in text and f"group: {ME['group']}\n" in text
     facts = json.loads(run([*BPMQ, "info", queue_name, "--json"]).stdout)
-    assert (facts["mode"], facts["uid"], facts["gid"]) == ("0640", 0, 0)
+    assert (facts["mode"], facts["uid"], facts["gid"]) == ("0640", ME["uid"], ME["gid"])
 
 
 # -- a full queue is not silent -----------------------------------------------------
