@@ -22,11 +22,12 @@ loops stop where nothing taken from the queue can be lost, by raising
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import select
 import signal
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 # Signals whose default action is to end the process, by name (some do not
 # exist everywhere); the real-time signals are added below.
@@ -50,14 +51,17 @@ _ENDING = (
 _DUMPING = ("SIGQUIT", "SIGXCPU")
 
 
-def ending_signals() -> List[int]:
-    """Every signal :func:`install` catches (unless ignored at start)."""
-    found = [getattr(signal, name) for name in _ENDING if hasattr(signal, name)]
-    if not any(number == 16 for number in found) and 16 in signal.valid_signals():
+@functools.cache
+def ending_signals() -> Tuple[int, ...]:
+    """Every signal :func:`install` catches (unless ignored at start).
+    Worked out once: it runs before every command, ``--help`` included."""
+    valid = {int(number) for number in signal.valid_signals()}
+    found = [int(getattr(signal, name)) for name in _ENDING if hasattr(signal, name)]
+    if 16 not in found and 16 in valid:
         found.append(16)  # SIGSTKFLT, which some Pythons do not name
     realtime = range(getattr(signal, "SIGRTMIN", 34), getattr(signal, "SIGRTMAX", 64) + 1)
-    found += [number for number in realtime if number in signal.valid_signals()]
-    return [int(number) for number in found]
+    found += [number for number in realtime if number in valid]
+    return tuple(found)
 
 
 def signal_name(signum: int) -> str:
