@@ -19,11 +19,51 @@ from helpers import handed_out, unique_name, unlink_quietly
 _PR_SET_CHILD_SUBREAPER = 36
 
 
+# What stops a run from outside, besides Ctrl-C: kill, a CI timeout, a closed
+# terminal. Each becomes a KeyboardInterrupt, so that pytest still tears the
+# fixtures down (children killed and reaped, queues unlinked).
+_STOPPING = (signal.SIGTERM, signal.SIGHUP)
+
+
+_RUN = os.getpid()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    if os.getpid() == _RUN:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    _end_by(signum)  # a forked child whose fork hook could not reset it
+
+
+def _end_by(signum: int) -> None:
+    """End this process as ``signum``'s default action would."""
+    try:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    except ValueError:  # PyPy, forked from another thread: not its main thread
+        pass
+    os._exit(128 + signum)
+
+
+def _default_stopping_signals() -> None:
+    """A child forked from the run ends as its parent expects, by the signal."""
+    for signum in _STOPPING:
+        try:
+            if signal.getsignal(signum) is _interrupt:
+                signal.signal(signum, signal.SIG_DFL)
+        except ValueError:  # PyPy, forked from another thread: _interrupt sees to it
+            pass
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Adopt the orphans of our children (prctl PR_SET_CHILD_SUBREAPER), so that
-    a grandchild whose parent died is still ours to kill and reap."""
+    a grandchild whose parent died is still ours to kill and reap; and end on
+    SIGTERM or SIGHUP as on Ctrl-C, after the clean-up."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    for signum in _STOPPING:
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, _interrupt)
+    os.register_at_fork(after_in_child=_default_stopping_signals)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -65,7 +65,7 @@ def alive_with(marker: str) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("how", ["fails", "interrupted"])
+@pytest.mark.parametrize("how", ["fails", "SIGINT", "SIGTERM", "SIGHUP"])
 def test_a_failing_or_interrupted_test_leaves_nothing_behind(tmp_path: Path, how: str) -> None:
     marker = f"left-behind-{uuid.uuid4().hex}"
     for needed in ("conftest.py", "helpers.py"):
@@ -73,7 +73,7 @@ def test_a_failing_or_interrupted_test_leaves_nothing_behind(tmp_path: Path, how
     (tmp_path / "test_failing.py").write_text(FAILING.replace("MARKER", marker))
     command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
                "-o", "addopts=", str(tmp_path / "test_failing.py")]  # fmt: skip
-    hold = "30" if how == "interrupted" else "0"
+    hold = "0" if how == "fails" else "30"
     run = subprocess.Popen(
         command,
         cwd=tmp_path,
@@ -88,9 +88,9 @@ def test_a_failing_or_interrupted_test_leaves_nothing_behind(tmp_path: Path, how
         for line in run.stdout:
             if line.startswith(("QUEUE ", "STRAY ")):
                 names.append(line.split()[1])
-            if how == "interrupted" and len(names) == 2:
+            if how != "fails" and len(names) == 2:
                 time.sleep(0.5)  # the child is running, and the test in its sleep
-                run.send_signal(signal.SIGINT)  # Ctrl-C
+                run.send_signal(signal.Signals[how])  # Ctrl-C, kill, a closed terminal
                 break
         output = run.communicate(timeout=60)[0]
     finally:
