@@ -1,5 +1,7 @@
-"""The project's own promises: CI runs the README's test command, and a test
-that fails, or a run that is interrupted, leaves no process and no queue."""
+"""The project's own promises: CI runs the README's test command, the
+installed distribution says its license as packaging tools now read it, and
+a test that fails, or a run that is interrupted, leaves no process and no
+queue."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -33,6 +36,12 @@ def test_ci_runs_the_readme_test_command() -> None:
     command = readme_block("Run every test")
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()
     assert "pip install" not in command.replace(".nox-venv/bin/pip install", "")
+
+
+def test_the_license_is_an_spdx_expression() -> None:
+    """PEP 639's field: setuptools refuses the old table form after 2027-02-18."""
+    installed = metadata.metadata("baseplate-mq")
+    assert installed["License-Expression"] == "BSD-3-Clause"
 
 
 # A test that starts a child blocked for good, makes a queue, then fails.
