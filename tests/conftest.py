@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from baseplate.message_queue import MessageQueue
+from baseplate.message_queue.cli.signals import die
 from helpers import handed_out, unique_name, unlink_quietly
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -23,25 +24,13 @@ _PR_SET_CHILD_SUBREAPER = 36
 # terminal. Each becomes a KeyboardInterrupt, so that pytest still tears the
 # fixtures down (children killed and reaped, queues unlinked).
 _STOPPING = (signal.SIGTERM, signal.SIGHUP)
-
-
-_RUN = os.getpid()
+_RUN = os.getpid()  # the pytest process, which a forked child is not
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     if os.getpid() == _RUN:
         raise KeyboardInterrupt(signal.Signals(signum).name)
-    _end_by(signum)  # a forked child whose fork hook could not reset it
-
-
-def _end_by(signum: int) -> None:
-    """End this process as ``signum``'s default action would."""
-    try:
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-    except ValueError:  # PyPy, forked from another thread: not its main thread
-        pass
-    os._exit(128 + signum)
+    die(signum)  # a forked child whose fork hook could not reset it
 
 
 def _default_stopping_signals() -> None:

@@ -361,9 +361,9 @@ def test_a_signal_while_it_starts_ends_it_cleanly(queue_name: str) -> None:
         assert_quiet(reader.stderr.read())
 
 
-def child_with_queue_open(parent: int, queue_name: str) -> int:
-    """The pid of ``parent``'s child once it has ``queue_name`` open: past
-    Python's own start-up, so the command's handlers are in place."""
+def wait_for_a_child_with(parent: int, queue_name: str) -> None:
+    """Wait until a child of ``parent`` has ``queue_name`` open: it is past
+    Python's own start-up, and the command's handlers are in place."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -374,7 +374,7 @@ def child_with_queue_open(parent: int, queue_name: str) -> int:
             try:
                 fds = list(Path(f"/proc/{child}/fd").iterdir())
                 if any(os.readlink(fd) == queue_name for fd in fds):
-                    return int(child)
+                    return
             except OSError:  # it has just ended, or its fd list changed
                 continue
         time.sleep(0.002)
@@ -395,7 +395,7 @@ def test_ctrl_c_stops_a_shell_loop_around_read(queue_name: str, round_: int) -> 
         stderr=subprocess.DEVNULL,
     )
     try:
-        child_with_queue_open(loop.pid, queue_name)
+        wait_for_a_child_with(loop.pid, queue_name)
         time.sleep(random.Random(round_).uniform(0, 0.5))
         os.killpg(loop.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         assert loop.wait(timeout=10) == -signal.SIGINT
