@@ -248,6 +248,7 @@ if pid == 0:
     result = CliRunner().invoke(cli, ["ls"])
     print(result.exit_code)
     print(result.output, end="")
+    sys.stdout.flush()  # os._exit() flushes nothing
     os._exit(0)
 os.waitpid(pid, 0)
 """

@@ -1002,6 +1002,7 @@ if pid == 0:
         print("opened")
     except QueuePermissionError as error:
         print(error)
+    sys.stdout.flush()  # os._exit() flushes nothing
     os._exit(0)
 os.waitpid(pid, 0)
 """
