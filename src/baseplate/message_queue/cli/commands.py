@@ -293,7 +293,10 @@ def list_queues(as_json_output: bool) -> None:
     # Every column but the last is padded: a long name makes no row wider but its own.
     widths = [max(len(row[column]) for row in rows) for column in range(len(_LS_HEADER) - 1)]
     click.echo(
-        "\n".join("  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[-1]]) for row in rows)
+        "\n".join(
+            "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
+            for row in rows
+        )
     )
 
 
