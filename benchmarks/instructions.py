@@ -63,8 +63,8 @@ def _loop(which: str, n: int) -> None:
                 put_many(batch)
                 get_many(8)
         elif which == "raw cffi calls":
-            try_put, try_get, handle = lib.bp_try_put, lib.bp_try_get, queue._queue
-            buffer = queue._new_buffer()  # keeps its memory alive
+            try_put, try_get, handle = lib.bp_try_put, lib.bp_try_get, queue._handle.raw
+            buffer = queue._handle.new_buffer()  # keeps its memory alive
             data = buffer[0]
             for _ in range(n):
                 try_put(handle, message, 1, 0)

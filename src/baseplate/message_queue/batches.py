@@ -1,18 +1,22 @@
 """Batches: :meth:`~MessageQueue.put_many` and :meth:`~MessageQueue.get_many`,
 many messages in one call into C.
 
-A mixin of :class:`~baseplate.message_queue.MessageQueue`, whose state it
-uses: the descriptor, the sizes, and a pool of batch buffers. Like the
-single-message calls, each first attempt keeps the GIL and never blocks
-(at most 64 messages, and none more once 64 KiB have moved); the rest waits in
-:mod:`~baseplate.message_queue.waiting`.
+A mixin of :class:`~baseplate.message_queue.MessageQueue`. It reads the
+queue's :class:`~baseplate.message_queue.handle.Handle` (the ``struct
+bp_queue *``, name, sizes, closed flag), which the queue object gives it as
+``_handle``, and owns one piece of state: its pool of batch buffers. Like
+the single-message calls, each first attempt keeps the GIL and never blocks
+(``bp_try_put_many``, ``bp_try_get_many``: at most 64 messages, and none
+more once 64 KiB have moved); the rest calls ``bp_receive_many`` without
+waiting, or waits in :mod:`~baseplate.message_queue.waiting`. It raises
+:class:`MessageTooLargeError` for a batch itself.
 """
 
 from __future__ import annotations
 
 import errno
 from collections import deque
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional
+from typing import Any, Iterable, List, Optional
 
 from baseplate.message_queue._mqueue import ffi, lib
 
@@ -29,13 +33,8 @@ from baseplate.message_queue.checks import (
     check_timeout,
     nbytes,
 )
-from baseplate.message_queue.errors import (
-    MessageQueueError,
-    MessageTooLargeError,
-    Words,
-    about,
-    closed_error,
-)
+from baseplate.message_queue.errors import MessageTooLargeError, Words, about, closed_error
+from baseplate.message_queue.handle import Handle
 from baseplate.message_queue.message import LENGTH_MASK, PACK_SHIFT, Message, message_at
 
 # put_many()'s default priority: a fast path tests `priority is _LOWEST` first.
@@ -57,18 +56,16 @@ BatchBuffer = tuple[Any, Any, int, Any, int]
 class BatchCalls:
     """The batch calls of :class:`~baseplate.message_queue.MessageQueue`."""
 
-    name: str
-    _queue: Any
-    _closed: bool
-    _maxmsg: int
-    _msgsize: int
-    _python_holds: dict[int, int]
-    # Batch buffers not in use, as MessageQueue keeps its receive buffers.
+    #: The queue's handle, which the class mixing this in sets.
+    _handle: Handle
+    #: Batch buffers not in use, this mixin's own (set up by
+    #: :meth:`_set_up_batches`): each call takes its own, so threads never
+    #: share one, and puts it back, so none is allocated per call.
     _batch_buffers: deque[BatchBuffer]
 
-    if TYPE_CHECKING:  # pragma: no cover
-
-        def _error(self, err: int, operation: str, size: int = 0) -> MessageQueueError: ...
+    def _set_up_batches(self) -> None:
+        """An empty pool of batch buffers."""
+        self._batch_buffers = deque()
 
     def put_many(
         self, messages: Iterable[MessageData], timeout: Optional[float] = None, priority: int = 0
@@ -103,9 +100,10 @@ class BatchCalls:
             or (type(timeout) is int and 0 <= timeout <= TIMEOUT_MAX_INT)
         ):
             check_timeout(timeout)
+        handle = self._handle
         if not batch:
-            if self._closed:
-                raise closed_error(self.name)
+            if handle.closed:
+                raise closed_error(handle.name)
             return 0
         try:
             data = b"".join(batch)
@@ -116,7 +114,7 @@ class BatchCalls:
         # (array('h'), ctypes...) says its size in bytes through memoryview.
         lengths = [len(m) if type(m) is bytes else nbytes(m) for m in batch]
         count = len(lengths)
-        result = _bp_try_put_many(self._queue, data, lengths, count, priority)
+        result = _bp_try_put_many(handle.raw, data, lengths, count, priority)
         if result == count:  # all sent, no errno
             return count
         if result >> PACK_SHIFT == errno.EMSGSIZE:  # checked in C before sending any
@@ -126,13 +124,13 @@ class BatchCalls:
                 "allows (max_message_size={limit}); nothing was sent",
                 index=index,
                 size=lengths[index],
-                queue=self.name,
-                limit=self._msgsize,
+                queue=handle.name,
+                limit=handle.msgsize,
             )
             raise about(
-                MessageTooLargeError(str(words), lengths[index], self._msgsize, index), words
+                MessageTooLargeError(str(words), lengths[index], handle.msgsize, index), words
             )
-        return waiting.send_batch(self, data, lengths, priority, timeout, result)
+        return waiting.send_batch(handle, data, lengths, priority, timeout, result)
 
     def get_many(self, max_count: int, timeout: Optional[float] = None) -> List[Message]:
         """Wait per ``timeout`` for one message, then take every message already
@@ -150,12 +148,13 @@ class BatchCalls:
         ):
             check_timeout(timeout)
         batches = self._batch_buffers
+        handle = self._handle
         try:
             batch = batches.pop()
         except IndexError:
-            batch = self._new_batch_buffer()
+            batch = _new_batch_buffer(handle)
         buf, view, capacity, results, slots = batch
-        queue = self._queue
+        queue = handle.raw
         messages: List[Message] = []
         try:
             result = _bp_try_get_many(queue, buf, capacity, min(slots, max_count), results)
@@ -182,17 +181,18 @@ class BatchCalls:
                     return messages  # drained, or an error for the next call
                 else:
                     result = waiting.receive_batch(
-                        self, batch, max_count, timeout, result >> PACK_SHIFT
+                        handle, batch, max_count, timeout, result >> PACK_SHIFT
                     )
         finally:
             batches.append(batch)
 
-    def _new_batch_buffer(self) -> BatchBuffer:
-        """Room for as many messages as the queue holds (at most about 1 MiB):
-        (data buffer, a cffi buffer over it, its capacity, results array, how
-        many results it holds).
-        """
-        slots = min(self._maxmsg, max(1, _BATCH_BUFFER_MAX // self._msgsize))
-        capacity = slots * self._msgsize
-        data = _alloc("char[]", capacity)
-        return (data, ffi.buffer(data), capacity, _alloc("long long[]", slots), slots)
+
+def _new_batch_buffer(handle: Handle) -> BatchBuffer:
+    """Room for as many messages as the queue holds (at most about 1 MiB):
+    (data buffer, a cffi buffer over it, its capacity, results array, how
+    many results it holds).
+    """
+    slots = min(handle.maxmsg, max(1, _BATCH_BUFFER_MAX // handle.msgsize))
+    capacity = slots * handle.msgsize
+    data = _alloc("char[]", capacity)
+    return (data, ffi.buffer(data), capacity, _alloc("long long[]", slots), slots)

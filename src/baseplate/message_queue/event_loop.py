@@ -3,55 +3,62 @@ for :meth:`MessageQueue.get_async` and :meth:`MessageQueue.put_async`.
 
 The loop watches the queue's descriptor through one reader (or writer) per
 queue, loop and direction, shared by every task waiting there; each holds a
-use of the queue, so the descriptor stays open while a loop watches it. This
-module touches loops and the use-counting helpers; it never sends or
-receives (the attempts it is handed do).
+use of the queue (``bp_hold``), so the descriptor stays open while a loop
+watches it. It takes a :class:`~baseplate.message_queue.handle.Handle`,
+whose event-loop waits (:class:`AsyncWaits`) it alone drives. It touches
+event loops (readers, writers, futures; across threads through
+``call_soon_threadsafe``) and the use-counting helpers; its attempts try
+once more with ``bp_send``/``bp_receive``, never waiting in the kernel.
+Errors, :class:`TimedOutError` included, come from
+:func:`~baseplate.message_queue.waiting.retries`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from baseplate.message_queue._mqueue import lib
 
 from baseplate.message_queue.checks import NOW
+from baseplate.message_queue.handle import AsyncWaiting, Handle
 from baseplate.message_queue.waiting import Attempt, retries
 
 if TYPE_CHECKING:  # pragma: no cover
     import asyncio  # imported when first needed: most programs never are
 
-    from baseplate.message_queue.waiting import Waitable
-
 _monotonic_ns = time.monotonic_ns
 
 
-async def receive(queue: Waitable, waits: AsyncWaits, data: Any, deadline: Any, err: int) -> int:
+def set_up(handle: Handle) -> None:
+    """Give a newly opened ``handle`` its event-loop waits (before any close()
+    can run, so that close() always finds the ones in use)."""
+    handle.async_waits = AsyncWaits(handle.raw)
+
+
+async def receive(handle: Handle, data: Any, deadline: Any, err: int) -> int:
     """The rest of :meth:`MessageQueue.get_async`, once its first attempt failed
     with ``err``: (priority << shift) | length."""
-    handle = queue._queue
+    raw = handle.raw
 
     def attempt(may_wait: bool) -> int:
-        return lib.bp_receive(handle, data, NOW)  # type: ignore[no-any-return]
+        return lib.bp_receive(raw, data, NOW)  # type: ignore[no-any-return]
 
-    return await _wait(queue, waits, attempt, False, deadline, err)
+    return await _wait(handle, attempt, False, deadline, err)
 
 
-async def send(
-    queue: Waitable, waits: AsyncWaits, data: Any, priority: int, deadline: Any, err: int
-) -> None:
+async def send(handle: Handle, data: Any, priority: int, deadline: Any, err: int) -> None:
     """The rest of :meth:`MessageQueue.put_async`, once its first attempt failed with ``err``."""
-    handle, size = queue._queue, len(data)
+    raw, size = handle.raw, len(data)
 
     def attempt(may_wait: bool) -> int:
-        return lib.bp_send(handle, data, size, priority, NOW)  # type: ignore[no-any-return]
+        return lib.bp_send(raw, data, size, priority, NOW)  # type: ignore[no-any-return]
 
-    await _wait(queue, waits, attempt, True, deadline, err, size)
+    await _wait(handle, attempt, True, deadline, err, size)
 
 
 async def _wait(
-    queue: Waitable,
-    waits: AsyncWaits,
+    handle: Handle,
     attempt: Attempt,
     writable: bool,
     deadline: Any,
@@ -59,7 +66,8 @@ async def _wait(
     size: int = 0,
 ) -> int:
     """Drive :func:`~baseplate.message_queue.waiting.retries` on the running event loop."""
-    steps = retries(queue, attempt, writable, deadline, err, size, True)
+    steps = retries(handle, attempt, writable, deadline, err, size, True)
+    waits = cast(AsyncWaits, handle.async_waits)  # as set_up() made them
     try:
         while True:
             await waits.until_ready(writable, next(steps))
@@ -146,7 +154,7 @@ class _AsyncReadiness:
             self.shut(error)
 
 
-class AsyncWaits:
+class AsyncWaits(AsyncWaiting):
     """The event-loop registrations of one queue: one per loop and direction.
 
     Lock-free, so that :meth:`shut` may run anywhere (a signal handler

@@ -16,10 +16,14 @@ remembers which of this process's objects holds the request on each queue
 (by device and inode), so that one object never cancels another's. A
 request by callback leaves its callback in this process's registry, under a
 token that C hands back to :func:`bp_notified` when it fires, in a thread
-glibc starts. It calls the binding's ``bp_notify`` only, holding a use of the
-queue (:func:`~baseplate.message_queue.waiting.holding`) while it reads
-through the descriptor; the queue object decides when
-(:meth:`MessageQueue.notify`, :meth:`MessageQueue.close`).
+glibc starts, and hands the callback to a new Python thread.
+
+It takes a :class:`~baseplate.message_queue.handle.Handle`, and alone
+writes its notification token and key. It calls the binding's ``bp_notify``
+and reads through the descriptor (``fstat``, ``pread``), holding a use of
+the queue (:meth:`~baseplate.message_queue.handle.Handle.holding`) while it
+does; the queue object decides when (:meth:`MessageQueue.notify`,
+:meth:`MessageQueue.close`, and the fork handler).
 """
 
 from __future__ import annotations
@@ -30,44 +34,25 @@ import os
 import re
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, Optional, Tuple, Union
 
 from baseplate.message_queue._mqueue import ffi, lib
 
-from baseplate.message_queue import waiting
 from baseplate.message_queue.errors import (
-    MessageQueueError,
     MessageQueueOSError,
     Words,
     about,
     closed_error,
     invalid,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Protocol
-
-    class Notifiable(Protocol):
-        """What a request needs of a queue object."""
-
-        name: str
-        _queue: Any  # its struct bp_queue *
-        _closed: bool
-        _python_holds: Dict[int, int]
-        # This object's request: its token (> 0, a callback; -1, a signal;
-        # 0, none), and the queue's (device, inode) while it holds one.
-        _notify_token: int
-        _notify_key: Optional[Tuple[int, int]]
-
-        def _error(self, err: int, operation: str, size: int = 0) -> MessageQueueError: ...
-
+from baseplate.message_queue.handle import Handle
 
 #: What :meth:`MessageQueue.notify` takes: a signal number, a callable or None.
 How = Union[int, Callable[[], object], None]
 
 # Callbacks of the notifications by thread now registered, by their token,
 # with the object that asked (to mark it as holding none once it fired).
-_callbacks: Dict[int, Tuple[Callable[[], object], weakref.ref[Any]]] = {}
+_callbacks: Dict[int, Tuple[Callable[[], object], weakref.ref[Handle]]] = {}
 # Which object of this process holds the request on each queue, by
 # (device, inode): its token.
 _holders: Dict[Tuple[int, int], int] = {}
@@ -87,7 +72,7 @@ def bp_notified(token: int) -> None:
         entry = _callbacks.pop(token, None)
         if entry is not None:
             queue = entry[1]()
-            if queue is not None and queue._notify_token == token:
+            if queue is not None and queue.notify_token == token:
                 _forget(queue)
     if entry is not None:
         threading.Thread(target=entry[0], name=f"baseplate-mq notify {token}").start()
@@ -108,23 +93,23 @@ def _parse(how: How) -> tuple[int, Optional[Callable[[], object]]]:
     raise TypeError(f"notify() takes a signal number, a callable or None, not {type(how).__name__}")
 
 
-def request(queue: Notifiable, how: How) -> None:
+def request(queue: Handle, how: How) -> None:
     """Make, replace or (``how`` None) cancel ``queue``'s notification request."""
     signum, callback = _parse(how)
     # The use held keeps the descriptor open, and its number ours, while this
     # reads through it: close() may run meanwhile, from a signal handler.
-    with _lock, waiting.holding(queue) as held:
-        if not held or queue._closed:
+    with _lock, queue.holding() as held:
+        if not held or queue.closed:
             raise closed_error(queue.name)
         key = _identity(queue)
-        if queue._notify_token:  # this object's own request: cancel it first
-            if _holders.get(key) == queue._notify_token and _holder_pid(queue) == os.getpid():
-                lib.bp_notify(queue._queue, 0, 0)
+        if queue.notify_token:  # this object's own request: cancel it first
+            if _holders.get(key) == queue.notify_token and _holder_pid(queue) == os.getpid():
+                lib.bp_notify(queue.raw, 0, 0)
             _forget(queue)
         if how is None:
             return  # holding none, this object cancels nothing: not another's request
         token = next(_tokens) if callback is not None else -1
-        result = lib.bp_notify(queue._queue, signum, max(token, 0))
+        result = lib.bp_notify(queue.raw, signum, max(token, 0))
         if result == -errno.EBUSY:
             words = Words(
                 "queue {queue} already has a notification request, from {holder}: only one "
@@ -135,16 +120,16 @@ def request(queue: Notifiable, how: How) -> None:
             )
             raise about(MessageQueueOSError(errno.EBUSY, str(words)), words)
         if result < 0:
-            raise queue._error(-result, "request notification of")
+            raise queue.error(-result, "request notification of")
         if callback is not None:
             _callbacks[token] = (callback, weakref.ref(queue))
-        queue._notify_token, queue._notify_key = token, key
+        queue.notify_token, queue.notify_key = token, key
         _holders[key] = token
-        if queue._closed:  # by a signal handler, or another thread, meanwhile
+        if queue.closed:  # by a signal handler, or another thread, meanwhile
             _forget(queue)
 
 
-def release(queue: Notifiable) -> None:
+def release(queue: Handle) -> None:
     """``queue`` is being closed: the kernel drops its request with the
     descriptor, and a late notification finds no callback. Takes no lock,
     so that close() works from a signal handler: a request() it interrupts
@@ -152,7 +137,7 @@ def release(queue: Notifiable) -> None:
     _forget(queue)
 
 
-def after_fork_in_child(queues: Any) -> None:
+def after_fork_in_child(queues: Iterable[Handle]) -> None:
     """A child holds no request (the kernel registers a process, not a
     descriptor), whatever its parent held."""
     global _lock
@@ -160,37 +145,37 @@ def after_fork_in_child(queues: Any) -> None:
     _callbacks.clear()
     _holders.clear()
     for queue in queues:
-        queue._notify_token, queue._notify_key = 0, None
+        queue.notify_token, queue.notify_key = 0, None
 
 
-def _forget(queue: Notifiable) -> None:
+def _forget(queue: Handle) -> None:
     """Forget ``queue``'s request: each step on its own holds under the GIL,
     and doing it twice is doing it once."""
-    token, key = queue._notify_token, queue._notify_key
-    queue._notify_token, queue._notify_key = 0, None
+    token, key = queue.notify_token, queue.notify_key
+    queue.notify_token, queue.notify_key = 0, None
     _callbacks.pop(token, None)
     if key is not None and _holders.get(key) == token:
         _holders.pop(key, None)
 
 
-def _identity(queue: Notifiable) -> Tuple[int, int]:
+def _identity(queue: Handle) -> Tuple[int, int]:
     """The queue's (device, inode): which queue it is, whatever its name now."""
-    facts = os.fstat(queue._queue.mqd)
+    facts = os.fstat(queue.raw.mqd)
     return facts.st_dev, facts.st_ino
 
 
-def _holder_pid(queue: Notifiable) -> Optional[int]:
+def _holder_pid(queue: Handle) -> Optional[int]:
     """The process that holds the queue's request (0: none), read through this
     object's own descriptor: opening another would cancel this process's."""
     try:
-        status = os.pread(queue._queue.mqd, 512, 0).decode("ascii", "replace")
+        status = os.pread(queue.raw.mqd, 512, 0).decode("ascii", "replace")
     except OSError:  # opened for writing only
         return None
     found = re.search(r"NOTIFY_PID:(\d+)", status)
     return int(found.group(1)) if found else None
 
 
-def _holder(queue: Notifiable, key: Tuple[int, int]) -> str:
+def _holder(queue: Handle, key: Tuple[int, int]) -> str:
     """Who holds the request on ``queue``, in words."""
     pid = _holder_pid(queue)
     if pid is None:

@@ -8,23 +8,30 @@ Only if that would block does it go on to wait, in one place,
 :mod:`~baseplate.message_queue.waiting`. A failure becomes an exception in
 one place too, :func:`~baseplate.message_queue.errors.error_for`.
 
-This module owns the queue's descriptor (through the binding's ``bp_*``
-helpers) and its life cycle: open, fork, close.
+:class:`MessageQueue` is the Python-facing layer: it checks arguments,
+makes each fast path one call into C (``bp_try_*``, with what it needs
+bound on the object: the ``struct bp_queue *``, the message size, the
+receive-buffer pool of :meth:`get`), and hands the rest down. The queue's
+state lives in its :class:`~baseplate.message_queue.handle.Handle`, which
+opens and closes it; this module decides when, and registers the fork
+handler, which walks every handle (:func:`~baseplate.message_queue.handle.open_handles`).
+It calls the binding for the first attempts and ``mq_unlink``, and raises
+:class:`MessageTooLargeError`, :class:`InvalidParametersError` and
+:class:`QueueClosedError` for its own checks.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import warnings
-import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, NoReturn, Optional, Union
 
 from baseplate.message_queue._mqueue import ffi, lib
 
 from baseplate.message_queue import event_loop, notification, waiting
-from baseplate.message_queue.batches import BatchBuffer, BatchCalls
+from baseplate.message_queue import handle as handles
+from baseplate.message_queue.batches import BatchCalls
 from baseplate.message_queue.checks import (
     PRIORITY_MAX,
     TIMEOUT_MAX,
@@ -38,7 +45,8 @@ from baseplate.message_queue.checks import (
     encode_name,
     not_writable,
 )
-from baseplate.message_queue.errors import MessageQueueError, closed_error, error_for, invalid
+from baseplate.message_queue.errors import closed_error, error_for, invalid
+from baseplate.message_queue.handle import Handle, open_handle
 from baseplate.message_queue.message import LENGTH_MASK, PACK_SHIFT, Message, message_at
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,9 +62,6 @@ _Buffer = Any  # (data pointer for the helpers, a cffi buffer over it, its owner
 _bp_try_put = lib.bp_try_put
 _bp_try_get = lib.bp_try_get
 _bp_try_get_into = lib.bp_try_get_into
-_BUFFER_HEADER = ffi.offsetof("struct bp_buffer", "data")
-# Receive buffers are filled by the kernel: zeroing them first is wasted work.
-_alloc = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 def unlink(name: Union[str, bytes]) -> None:
@@ -70,60 +75,13 @@ def unlink(name: Union[str, bytes]) -> None:
         raise error_for(ffi.errno, os.fsdecode(raw), "unlink")
 
 
-# The ways to open a queue, tried in turn: both directions, else the one its
-# mode grants this user.
-_ACCESSES = (lib.O_RDWR, lib.O_RDONLY, lib.O_WRONLY)
-
-
-def _open(
-    handle: Any, raw: bytes, flags: int, mode: int, sizes: tuple[int, int]
-) -> tuple[int, int]:
-    """Open queue ``raw`` into ``handle``: (result, access), result 0 or -errno."""
-    for access in _ACCESSES:
-        result: int = lib.bp_open(handle, raw, flags | access, mode, *sizes)
-        if result != -errno.EACCES:
-            break
-    return result, access
-
-
-# For the fork handler below: every open queue object; and every handle
-# whose descriptors may still be open, with or without its object (one being
-# opened by MessageQueue() in some thread, or whose object is gone while a
-# call in another thread still uses it).
-_open_queues: weakref.WeakSet[MessageQueue] = weakref.WeakSet()
-_handles: set[Any] = set()
-
-
-def _track(handle: Any) -> None:
-    """Count ``handle`` among those the fork handler looks at, and forget
-    those already released."""
-    for done in [h for h in _handles if h.mqd < 0 and lib.bp_is_closed(h)]:
-        _handles.discard(done)
-    _handles.add(handle)
-
-
 def _after_fork_in_child() -> None:
     """A child has its own wake descriptors, none of its parent's requests for
-    notification, and only the forking thread: the uses that other threads'
-    greenlets and every event loop held there are dropped, without touching
-    a loop (the child shares the parent's epoll instances)."""
-    # Through its guarded iterator: list() would ask len() first, which on
-    # PyPy walks the set unguarded, and a weakref callback run by a garbage
-    # collection meanwhile makes it raise (and the fork hook do nothing).
-    queues = [queue for queue in _open_queues]
-    notification.after_fork_in_child(queues)
-    # Handles no object of the child can reach: nobody there will close them.
-    reachable = {queue._queue for queue in queues}
-    for handle in list(_handles):
-        if handle not in reachable and handle.mqd >= 0:
-            lib.bp_after_fork(handle, 0)
-            lib.bp_close(handle)
-    for queue in queues:
-        queue._async_waits.after_fork_in_child()
-        kept = waiting.keep_this_threads_holds(queue._python_holds)
-        lib.bp_after_fork(queue._queue, kept)
-        if queue._closed and not lib.bp_is_closed(queue._queue):
-            lib.bp_close(queue._queue)  # a close() another thread had begun
+    notification, and only the forking thread: each handle still in use
+    carries all the state to put right."""
+    opened = handles.open_handles()
+    notification.after_fork_in_child(opened)
+    handles.after_fork_in_child(opened)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -167,10 +125,6 @@ class MessageQueue(BatchCalls):
     """
 
     _closed = True  # so that __del__ works even if __init__ failed
-    # This object's notification request: the callback's token, -1 for a
-    # signal, 0 for none; and the queue's (device, inode) while it holds one.
-    _notify_token = 0
-    _notify_key: Optional[tuple[int, int]] = None
 
     def __init__(
         self,
@@ -191,93 +145,30 @@ class MessageQueue(BatchCalls):
         #: The queue's name, as given.
         self.name: str = name if isinstance(name, str) else os.fsdecode(name)
 
-        # What the C helpers see: the descriptor, and the state that makes
-        # close() safe while other threads use the queue (mqueue_helpers.c).
-        queue = ffi.new("struct bp_queue *")
-        queue.mqd = -1  # until opened
-        _track(queue)
-        try:
-            self._open(queue, raw, mode, create, exclusive, max_messages, max_message_size)
-        except BaseException:
-            _handles.discard(queue)  # nothing was opened
-            raise
-
-    def _open(
-        self,
-        queue: Any,
-        raw: bytes,
-        mode: int,
-        create: bool,
-        exclusive: bool,
-        max_messages: int,
-        max_message_size: int,
-    ) -> None:
-        """Open the queue into ``queue`` (its handle) and set this object up."""
-        flags = (lib.O_CREAT if create else 0) | (lib.O_EXCL if exclusive else 0)
-        sizes = (max_messages, max_message_size)
-        result, access = _open(queue, raw, flags, mode, sizes)
-        operation = "create" if create else "open"
-        if result == -errno.EACCES and create and not exclusive:
-            # Refused with O_CREAT: opening one that exists, or creating one?
-            # Ask without: that never creates, and refused, opens nothing (a
-            # probe opened and closed would cancel this process's request for
-            # notification on the queue).
-            result, access = _open(queue, raw, 0, mode, sizes)
-            operation = "create" if result == -errno.ENOENT else "open"
-            result = -errno.EACCES if result == -errno.ENOENT else result
-        if result < 0:
-            raise error_for(
-                -result,
-                self.name,
-                operation,
-                max_messages=max_messages,
-                max_message_size=max_message_size,
-            )
-        self._queue = queue
-        attr = ffi.new("struct mq_attr *")
-        lib.bp_getattr(queue, attr)
-        self._maxmsg: int = attr.mq_maxmsg
-        self._msgsize: int = queue.msgsize
-        self._access = access
-        # Event-loop waits on this queue, and the uses that greenlets hold
-        # while they wait, by thread (both for the fork handler).
-        self._async_waits = event_loop.AsyncWaits(queue)
-        self._python_holds: dict[int, int] = {}
-        # Receive buffers not in use: each get() takes its own, so threads
-        # never share one, and puts it back, so none is allocated per call.
-        # (A deque: unlike a list, popping its last item frees nothing.)
-        self._buffers: deque[_Buffer] = deque()
-        self._batch_buffers: deque[BatchBuffer] = deque()
-        self._closed = False
-        _open_queues.add(self)
-
-    def _error(self, err: int, operation: str, size: int = 0) -> MessageQueueError:
-        """The exception for ``errno`` ``err`` from ``operation`` on this queue."""
-        opened_for = {lib.O_RDONLY: "reading", lib.O_WRONLY: "writing"}.get(self._access)
-        return error_for(
-            err,
-            self.name,
-            operation,
-            closed=self._closed,
-            opened_for=opened_for,
-            size=size,
-            max_message_size=self._msgsize,
+        handle = open_handle(
+            self.name, raw, mode, create, exclusive, max_messages, max_message_size
         )
-
-    def _new_buffer(self) -> _Buffer:
-        """A receive buffer: (pointer to its data, a cffi buffer over the data
-        to slice messages out of, the memory that owns both)."""
-        memory = _alloc("char[]", _BUFFER_HEADER + self._msgsize)
-        header = ffi.cast("struct bp_buffer *", memory)
-        header.queue = self._queue
-        return (header.data, ffi.buffer(header.data, self._msgsize), memory)
+        event_loop.set_up(handle)
+        #: The queue's state: the notification request, the holds, the
+        #: event-loop waits (see :mod:`~baseplate.message_queue.handle`).
+        self._handle = handle
+        # Bound here for the fast paths: one attribute each, no lookup chain.
+        self._queue = handle.raw
+        self._msgsize = handle.msgsize
+        # Receive buffers not in use, this object's own: each get() takes its
+        # own, so threads never share one, and puts it back, so none is
+        # allocated per call. (A deque: unlike a list, popping its last item
+        # frees nothing.) The batch calls keep theirs (BatchCalls).
+        self._buffers: deque[_Buffer] = deque()
+        self._set_up_batches()
+        self._closed = False
 
     # -- attributes --------------------------------------------------------
 
     @property
     def max_messages(self) -> int:
         """How many messages the queue holds (the kernel's value for this queue)."""
-        return self._maxmsg
+        return self._handle.maxmsg
 
     @property
     def max_message_size(self) -> int:
@@ -287,44 +178,32 @@ class MessageQueue(BatchCalls):
     @property
     def current_messages(self) -> int:
         """How many messages are in the queue right now."""
-        attr = ffi.new("struct mq_attr *")
-        result = lib.bp_getattr(self._queue, attr)
-        if result < 0:
-            raise self._error(-result, "inspect")
-        return int(attr.mq_curmsgs)
-
-    def _ownership(self) -> tuple[int, int, int]:
-        """(mode, uid, gid) of the queue, from fstat() on its descriptor."""
-        cells = ffi.new("unsigned int[3]")
-        result = lib.bp_fstat(self._queue, cells, cells + 1, cells + 2)
-        if result < 0:
-            raise self._error(-result, "inspect")
-        return cells[0], cells[1], cells[2]
+        return self._handle.current_messages()
 
     @property
     def mode(self) -> int:
         """The queue's permission bits, such as ``0o600`` (whoever created it)."""
-        return self._ownership()[0]
+        return self._handle.ownership()[0]
 
     @property
     def uid(self) -> int:
         """The user ID of the queue's owner."""
-        return self._ownership()[1]
+        return self._handle.ownership()[1]
 
     @property
     def gid(self) -> int:
         """The group ID of the queue."""
-        return self._ownership()[2]
+        return self._handle.ownership()[2]
 
     def readable(self) -> bool:
         """Whether this object may receive: False when the queue's mode let this
         user open it for writing only."""
-        return bool(self._access != lib.O_WRONLY)
+        return bool(self._handle.access != lib.O_WRONLY)
 
     def writable(self) -> bool:
         """Whether this object may send: False when the queue's mode let this
         user open it for reading only (then nothing received can be put back)."""
-        return bool(self._access != lib.O_RDONLY)
+        return bool(self._handle.access != lib.O_RDONLY)
 
     @property
     def closed(self) -> bool:
@@ -359,7 +238,7 @@ class MessageQueue(BatchCalls):
         process with threads may deadlock (glibc itself copes with it). A
         child holds none of its parent's requests.
         """
-        notification.request(self, how)
+        notification.request(self._handle, how)
 
     def fileno(self) -> int:
         """The queue descriptor, for :mod:`select`, :mod:`selectors` or an event loop.
@@ -372,10 +251,12 @@ class MessageQueue(BatchCalls):
         return int(self._queue.mqd)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"fd={self._queue.mqd}"
+        handle: Optional[Handle] = getattr(self, "_handle", None)
+        state = "closed" if self._closed or handle is None else f"fd={handle.raw.mqd}"
+        maxmsg = "?" if handle is None else handle.maxmsg
+        msgsize = "?" if handle is None else handle.msgsize
         return (
-            f"<MessageQueue {self.name!r} {state} max_messages={getattr(self, '_maxmsg', '?')} "
-            f"max_message_size={getattr(self, '_msgsize', '?')}>"
+            f"<MessageQueue {self.name!r} {state} max_messages={maxmsg} max_message_size={msgsize}>"
         )
 
     # -- sending -----------------------------------------------------------
@@ -407,7 +288,7 @@ class MessageQueue(BatchCalls):
         # C that keeps the GIL. Only a full queue goes on to wait.
         result = _bp_try_put(self._queue, data, len(data), priority)
         if result:
-            waiting.send(self, data, timeout, priority, -result)
+            waiting.send(self._handle, data, timeout, priority, -result)
 
     # -- receiving ---------------------------------------------------------
 
@@ -427,7 +308,7 @@ class MessageQueue(BatchCalls):
         try:
             buffer = buffers.pop()
         except IndexError:
-            buffer = self._new_buffer()
+            buffer = self._handle.new_buffer()
         result = _bp_try_get(buffer[0])  # never blocks: see put()
         if result < 0:
             result = self._get_slowly(buffer, timeout, -result)
@@ -442,7 +323,7 @@ class MessageQueue(BatchCalls):
         """The rest of :meth:`get`, once its first attempt failed with ``err``.
         On an error the buffer goes back to the pool: nothing is using it."""
         try:
-            return waiting.receive(self, buffer[0], timeout, err)
+            return waiting.receive(self._handle, buffer[0], timeout, err)
         except BaseException:
             self._buffers.append(buffer)
             raise
@@ -482,7 +363,7 @@ class MessageQueue(BatchCalls):
             )
         result = _bp_try_get_into(self._queue, memory)
         if result < 0:
-            result = waiting.receive(self, memory, timeout, -result)
+            result = waiting.receive(self._handle, memory, timeout, -result)
         if result <= LENGTH_MASK:
             return result, 0
         return result & LENGTH_MASK, result >> PACK_SHIFT
@@ -492,11 +373,11 @@ class MessageQueue(BatchCalls):
     async def get_async(self, timeout: Optional[float] = None) -> Message:
         """Like :meth:`get`, for asyncio: waits on the event loop, never blocks it."""
         deadline = waiting.deadline_cell(timeout)
-        buffer = self._new_buffer()  # not pooled: a task may be cancelled while it waits
+        buffer = self._handle.new_buffer()  # not pooled: a task may be cancelled while it waits
         data = buffer[0]
         result = _bp_try_get(data)
         if result < 0:
-            result = await event_loop.receive(self, self._async_waits, data, deadline, -result)
+            result = await event_loop.receive(self._handle, data, deadline, -result)
         return message_at(buffer[1], 0, result)
 
     async def put_async(
@@ -508,7 +389,7 @@ class MessageQueue(BatchCalls):
         deadline = waiting.deadline_cell(timeout)
         result = _bp_try_put(self._queue, data, len(data), priority)
         if result:
-            await event_loop.send(self, self._async_waits, data, priority, deadline, -result)
+            await event_loop.send(self._handle, data, priority, deadline, -result)
 
     # -- life cycle --------------------------------------------------------
 
@@ -525,14 +406,15 @@ class MessageQueue(BatchCalls):
         """
         if self._closed:
             return
+        handle = self._handle
+        handle.closed = True  # first: a fork meanwhile closes it in the child
         self._closed = True
-        # Marks the queue closed and wakes the waits in C and gevent; the
-        # descriptors are released by the last call still using them.
-        lib.bp_close(self._queue)
-        self._async_waits.shut(closed_error(self.name, was=True))
+        # Marks the queue closed and wakes the waits in C, gevent and event
+        # loops; the descriptors are released by the last call still using them.
+        handle.close()
         # The kernel drops the request as the descriptor closes; a late
         # notification finds no callback.
-        notification.release(self)
+        notification.release(handle)
 
     def unlink(self) -> None:
         """Remove the queue's name from the system.

@@ -1,55 +1,42 @@
 """Waiting: the one home of every call that must wait for a queue.
 
-A call first tries once (in :mod:`~baseplate.message_queue.queue`, one call
-into C that never blocks). Only if the queue was not ready does it come here,
-to :func:`retries`, the loop that owns deadlines, ``EINTR`` and the choice of
-driver:
+A call first tries once (in :mod:`~baseplate.message_queue.queue` or
+:mod:`~baseplate.message_queue.batches`, one call into C that never blocks).
+Only if the queue was not ready does it come here, to :func:`retries`, the
+loop that owns deadlines, ``EINTR`` and the choice of driver:
 
 - in the kernel (:func:`wait`): the next attempt is a call into C that spins
   for up to 10 µs, then sleeps in ``ppoll`` on the queue and its wake
   descriptor, with the GIL released;
 - through a monkey-patched ``select.select`` (gevent, eventlet), so that
   other greenlets run (:func:`wait`, cooperatively);
-- on an asyncio event loop (:func:`wait_async`, :class:`AsyncWaits`).
+- on an asyncio event loop (:mod:`~baseplate.message_queue.event_loop`
+  drives :func:`retries` there).
 
-It calls the binding's waiting and use-counting helpers, never sends or
-receives itself, and turns errors into exceptions only through the queue's
-``_error`` (:func:`~baseplate.message_queue.errors.error_for`).
+It takes a :class:`~baseplate.message_queue.handle.Handle`, and touches the
+queue only through the binding: the attempts it makes (``bp_send``,
+``bp_receive`` and their batch forms, which may sleep in the kernel), the
+wake descriptor (``bp_wake_fd``) and the handle's uses
+(:meth:`~baseplate.message_queue.handle.Handle.holding`). It calls
+``select.select`` when gevent or eventlet replaced it. It raises
+:class:`TimedOutError` and :class:`QueueClosedError` itself (with the sent
+count of a batch), and every other error through the handle's
+:meth:`~baseplate.message_queue.handle.Handle.error`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import select
-import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, Iterator, List
+from typing import Any, Callable, Generator, List
 
 from baseplate.message_queue._mqueue import ffi, lib
 
 from baseplate.message_queue.checks import NOW, check_timeout
-from baseplate.message_queue.errors import (
-    MessageQueueError,
-    QueueClosedError,
-    TimedOutError,
-    Words,
-    about,
-)
+from baseplate.message_queue.errors import QueueClosedError, TimedOutError, Words, about
+from baseplate.message_queue.handle import Handle
 from baseplate.message_queue.message import LENGTH_MASK, PACK_SHIFT
-
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Protocol
-
-    class Waitable(Protocol):
-        """What waiting needs of a queue object."""
-
-        name: str
-        _queue: Any  # its struct bp_queue *
-        _python_holds: Dict[int, int]  # uses held by Python code (holding()), by thread
-
-        def _error(self, err: int, operation: str, size: int = 0) -> MessageQueueError: ...
-
 
 #: An attempt: ``attempt(may_wait)`` calls into C once more, returning a
 #: result ``>= 0`` once done, else ``-errno``. With ``may_wait`` it may also
@@ -85,7 +72,7 @@ def deadline_cell(timeout: Any) -> Any:
 
 
 def retries(
-    queue: Waitable,
+    handle: Handle,
     attempt: Attempt,
     writable: bool,
     deadline: Any,
@@ -107,12 +94,12 @@ def retries(
         if err in _WOULD_BLOCK:
             if deadline[0] == NOW or 0 < deadline[0] <= _monotonic_ns():
                 what = "room in" if writable else "a message in"
-                words = Words(f"timed out waiting for {what} queue {{queue}}", queue=queue.name)
+                words = Words(f"timed out waiting for {what} queue {{queue}}", queue=handle.name)
                 raise about(TimedOutError(str(words)), words)
             if cooperative:
                 yield deadline[0]
         elif err != errno.EINTR:
-            raise queue._error(err, "send" if writable else "receive", size)
+            raise handle.error(err, "send" if writable else "receive", size)
         result = attempt(not cooperative)
         if result >= 0:
             return result
@@ -120,113 +107,72 @@ def retries(
 
 
 def wait(
-    queue: Waitable, attempt: Attempt, writable: bool, deadline: Any, err: int, size: int = 0
+    handle: Handle, attempt: Attempt, writable: bool, deadline: Any, err: int, size: int = 0
 ) -> int:
     """Drive :func:`retries` in this thread: in the kernel, or through gevent's select."""
     cooperative = select.select is not _NATIVE_SELECT
-    waits = retries(queue, attempt, writable, deadline, err, size, cooperative)
+    waits = retries(handle, attempt, writable, deadline, err, size, cooperative)
     try:
         while True:
-            _wait_cooperatively(queue, writable, next(waits))
+            _wait_cooperatively(handle, writable, next(waits))
     except StopIteration as done:
         result: int = done.value
         return result
 
 
-def _wait_cooperatively(queue: Waitable, writable: bool, deadline: int) -> None:
+def _wait_cooperatively(handle: Handle, writable: bool, deadline: int) -> None:
     """Wait through the monkey-patched ``select.select`` (gevent, eventlet)
     for the queue to be ready, for close(), or for the deadline."""
-    handle = queue._queue
-    with holding(queue) as held:
+    raw = handle.raw
+    with handle.holding() as held:
         if not held:
             return  # closed: the next attempt says so
-        wake = lib.bp_wake_fd(handle)
-        if lib.bp_is_closed(handle):
+        wake = lib.bp_wake_fd(raw)
+        if lib.bp_is_closed(raw):
             return
         timeout = None if deadline < 0 else max(0.0, (deadline - _monotonic_ns()) / 1e9)
         watched = [wake] if wake >= 0 else []
         if wake < 0:  # no wake descriptor to be had: look again soon
             timeout = _BLIND_WAIT if timeout is None else min(timeout, _BLIND_WAIT)
         if writable:
-            select.select(watched, [handle.mqd], [], timeout)
+            select.select(watched, [raw.mqd], [], timeout)
         else:
-            select.select([handle.mqd, *watched], [], [], timeout)
-
-
-@contextlib.contextmanager
-def holding(queue: Waitable) -> Iterator[bool]:
-    """Hold a use of the queue while Python code works with its descriptor
-    (a cooperative wait, a notification request), so that the descriptor
-    stays open, and is not reused, even if close() runs meanwhile from a
-    signal handler or another thread. Yields False if it is closed already.
-
-    Counted by thread, before it is taken: after fork() the child keeps the
-    holds of its own thread (its greenlets) only.
-    """
-    handle, holds = queue._queue, queue._python_holds
-    thread = threading.get_ident()
-    holds[thread] = holds.get(thread, 0) + 1
-    if not lib.bp_hold(handle):
-        _let_go(holds, thread)
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        lib.bp_unhold(handle)
-        _let_go(holds, thread)
-
-
-def _let_go(holds: Dict[int, int], thread: int) -> None:
-    """One hold fewer for ``thread``."""
-    left = holds.pop(thread, 1) - 1
-    if left:
-        holds[thread] = left
-
-
-def keep_this_threads_holds(holds: Dict[int, int]) -> int:
-    """In a child after fork(): forget the holds of the threads that did not
-    come along; return how many this thread's greenlets keep."""
-    mine = holds.get(threading.get_ident(), 0)
-    holds.clear()
-    if mine:
-        holds[threading.get_ident()] = mine
-    return mine
+            select.select([raw.mqd, *watched], [], [], timeout)
 
 
 # --------------------------------------------------------------------------
 # The rest of each call, once its first attempt found the queue not ready
 
 
-def send(queue: Waitable, data: Any, timeout: Any, priority: int, err: int) -> None:
+def send(handle: Handle, data: Any, timeout: Any, priority: int, err: int) -> None:
     """The rest of :meth:`MessageQueue.put`, once its first attempt failed with ``err``."""
     deadline = deadline_cell(timeout)
-    handle, size = queue._queue, len(data)
+    raw, size = handle.raw, len(data)
 
     def attempt(may_wait: bool) -> int:
-        return lib.bp_send(handle, data, size, priority, deadline[0] if may_wait else NOW)  # type: ignore[no-any-return]
+        return lib.bp_send(raw, data, size, priority, deadline[0] if may_wait else NOW)  # type: ignore[no-any-return]
 
-    wait(queue, attempt, True, deadline, err, size)
+    wait(handle, attempt, True, deadline, err, size)
 
 
-def receive(queue: Waitable, data: Any, timeout: Any, err: int) -> int:
+def receive(handle: Handle, data: Any, timeout: Any, err: int) -> int:
     """Wait for a message into ``data``: (priority << shift) | length."""
     deadline = deadline_cell(timeout)
-    handle = queue._queue
+    raw = handle.raw
 
     def attempt(may_wait: bool) -> int:
-        return lib.bp_receive(handle, data, deadline[0] if may_wait else NOW)  # type: ignore[no-any-return]
+        return lib.bp_receive(raw, data, deadline[0] if may_wait else NOW)  # type: ignore[no-any-return]
 
-    return wait(queue, attempt, False, deadline, err)
+    return wait(handle, attempt, False, deadline, err)
 
 
 def send_batch(
-    queue: Waitable, data: bytes, lengths: List[int], priority: int, timeout: Any, result: int
+    handle: Handle, data: bytes, lengths: List[int], priority: int, timeout: Any, result: int
 ) -> int:
     """The rest of :meth:`MessageQueue.put_many`, after its first attempt sent some or none."""
     timeout_ns = check_timeout(timeout)
     deadline = ffi.new("long long[1]", [deadline_ns(timeout_ns)])
-    handle, total = queue._queue, len(lengths)
+    raw, total = handle.raw, len(lengths)
     pointer = ffi.from_buffer(data)  # held for the whole loop: it pins `data`
     sent = offset = 0
 
@@ -244,7 +190,7 @@ def send_batch(
     def attempt(may_wait: bool) -> int:
         return account(
             lib.bp_send_many(
-                handle,
+                raw,
                 pointer + offset,
                 lengths[sent:],
                 total - sent,
@@ -260,11 +206,11 @@ def send_batch(
         if outcome == 0:  # the first attempt stopped at its own limits, not for room
             outcome = attempt(False)
         if outcome < 0:
-            wait(queue, attempt, True, deadline, -outcome, lengths[sent])
+            wait(handle, attempt, True, deadline, -outcome, lengths[sent])
     except TimedOutError:
         words = Words(
             "timed out waiting for room in queue {queue} after sending {sent} of {total} messages",
-            queue=queue.name,
+            queue=handle.name,
             sent=sent,
             total=total,
         )
@@ -272,7 +218,7 @@ def send_batch(
     except QueueClosedError:
         words = Words(
             "queue {queue} was closed after {sent} of {total} messages were sent",
-            queue=queue.name,
+            queue=handle.name,
             sent=sent,
             total=total,
         )
@@ -281,17 +227,17 @@ def send_batch(
 
 
 def receive_batch(
-    queue: Waitable, batch: tuple[Any, Any, int, Any, int], max_count: int, timeout: Any, err: int
+    handle: Handle, batch: tuple[Any, Any, int, Any, int], max_count: int, timeout: Any, err: int
 ) -> int:
     """Wait for :meth:`MessageQueue.get_many`'s first message; return the packed batch result."""
     buf, _, capacity, results, slots = batch
     deadline = deadline_cell(timeout)
-    handle, want = queue._queue, min(slots, max_count)
+    raw, want = handle.raw, min(slots, max_count)
 
     def attempt(may_wait: bool) -> int:
         result: int = lib.bp_receive_many(
-            handle, buf, capacity, want, deadline[0] if may_wait else NOW, results
+            raw, buf, capacity, want, deadline[0] if may_wait else NOW, results
         )
         return result if result & LENGTH_MASK else -(result >> PACK_SHIFT)
 
-    return wait(queue, attempt, False, deadline, err)
+    return wait(handle, attempt, False, deadline, err)
