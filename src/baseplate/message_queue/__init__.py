@@ -5,7 +5,7 @@ The layers, from the bottom: ``build_ffi.py`` declares the C surface, which
 binding it generates; the modules of this package are the Python API, and
 :mod:`baseplate.message_queue.cli` the command line over it. Every
 ``errno`` becomes an exception in one place,
-:func:`baseplate.message_queue.errors.error_for`; every argument is checked
+:func:`baseplate.message_queue.diagnoses.error_for`; every argument is checked
 before any system call (:mod:`baseplate.message_queue.checks`); every wait
 happens in one place (:mod:`baseplate.message_queue.waiting`).
 

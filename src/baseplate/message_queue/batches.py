@@ -33,7 +33,7 @@ from baseplate.message_queue.checks import (
     check_timeout,
     nbytes,
 )
-from baseplate.message_queue.errors import MessageTooLargeError, Words, about, closed_error
+from baseplate.message_queue.errors import MessageTooLargeError, Wording, closed_error, worded
 from baseplate.message_queue.handle import Handle
 from baseplate.message_queue.message import LENGTH_MASK, PACK_SHIFT, Message, message_at
 
@@ -119,7 +119,7 @@ class BatchCalls:
             return count
         if result >> PACK_SHIFT == errno.EMSGSIZE:  # checked in C before sending any
             index = result & LENGTH_MASK
-            words = Words(
+            words = Wording(
                 "message {index} of the batch has {size} bytes, more than queue {queue} "
                 "allows (max_message_size={limit}); nothing was sent",
                 index=index,
@@ -127,7 +127,7 @@ class BatchCalls:
                 queue=handle.name,
                 limit=handle.msgsize,
             )
-            raise about(
+            raise worded(
                 MessageTooLargeError(str(words), lengths[index], handle.msgsize, index), words
             )
         return waiting.send_batch(handle, data, lengths, priority, timeout, result)

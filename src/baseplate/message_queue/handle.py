@@ -16,7 +16,7 @@ This module opens queues (``bp_open``, probing which access the queue's
 mode grants, and again after ``EACCES``), reads their attributes and
 ownership (``bp_getattr``, ``bp_fstat``), closes them (``bp_close``), and
 makes their exceptions (:meth:`Handle.error`, through
-:func:`~baseplate.message_queue.errors.error_for`). It keeps the registry of
+:func:`~baseplate.message_queue.diagnoses.error_for`). It keeps the registry of
 handles the fork handler walks (:func:`open_handles`,
 :func:`after_fork_in_child`); it neither sends, receives nor waits.
 """
@@ -31,7 +31,8 @@ from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from baseplate.message_queue._mqueue import ffi, lib
 
-from baseplate.message_queue.errors import MessageQueueError, closed_error, error_for
+from baseplate.message_queue.diagnoses import error_for
+from baseplate.message_queue.errors import MessageQueueError, closed_error
 
 _Buffer = Any  # (data pointer for the helpers, a cffi buffer over it, its owner)
 _BUFFER_HEADER = ffi.offsetof("struct bp_buffer", "data")

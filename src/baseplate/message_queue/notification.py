@@ -40,10 +40,10 @@ from baseplate.message_queue._mqueue import ffi, lib
 
 from baseplate.message_queue.errors import (
     MessageQueueOSError,
-    Words,
-    about,
+    Wording,
     closed_error,
     invalid,
+    worded,
 )
 from baseplate.message_queue.handle import Handle
 
@@ -111,14 +111,14 @@ def request(queue: Handle, how: How) -> None:
         token = next(_tokens) if callback is not None else -1
         result = lib.bp_notify(queue.raw, signum, max(token, 0))
         if result == -errno.EBUSY:
-            words = Words(
+            words = Wording(
                 "queue {queue} already has a notification request, from {holder}: only one "
                 "at a time is allowed. It ends when that one fires, is cancelled "
                 "(notify(None)) or its queue is closed",
                 queue=queue.name,
                 holder=_holder(queue, key),
             )
-            raise about(MessageQueueOSError(errno.EBUSY, str(words)), words)
+            raise worded(MessageQueueOSError(errno.EBUSY, str(words)), words)
         if result < 0:
             raise queue.error(-result, "request notification of")
         if callback is not None:

@@ -6,7 +6,7 @@ timeout: one call into C, a plain ``mq_send``/``mq_receive`` on the queue's
 non-blocking descriptor, which keeps the GIL (see ``build_ffi.KEEPS_GIL``).
 Only if that would block does it go on to wait, in one place,
 :mod:`~baseplate.message_queue.waiting`. A failure becomes an exception in
-one place too, :func:`~baseplate.message_queue.errors.error_for`.
+one place too, :func:`~baseplate.message_queue.diagnoses.error_for`.
 
 :class:`MessageQueue` is the Python-facing layer: it checks arguments,
 makes each fast path one call into C (``bp_try_*``, with what it needs
@@ -45,7 +45,8 @@ from baseplate.message_queue.checks import (
     encode_name,
     not_writable,
 )
-from baseplate.message_queue.errors import closed_error, error_for, invalid
+from baseplate.message_queue.diagnoses import error_for
+from baseplate.message_queue.errors import closed_error, invalid
 from baseplate.message_queue.handle import Handle, open_handle
 from baseplate.message_queue.message import LENGTH_MASK, PACK_SHIFT, Message, message_at
 

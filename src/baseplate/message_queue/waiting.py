@@ -34,7 +34,7 @@ from typing import Any, Callable, Generator, List
 from baseplate.message_queue._mqueue import ffi, lib
 
 from baseplate.message_queue.checks import NOW, check_timeout
-from baseplate.message_queue.errors import QueueClosedError, TimedOutError, Words, about
+from baseplate.message_queue.errors import QueueClosedError, TimedOutError, Wording, worded
 from baseplate.message_queue.handle import Handle
 from baseplate.message_queue.message import LENGTH_MASK, PACK_SHIFT
 
@@ -94,8 +94,8 @@ def retries(
         if err in _WOULD_BLOCK:
             if deadline[0] == NOW or 0 < deadline[0] <= _monotonic_ns():
                 what = "room in" if writable else "a message in"
-                words = Words(f"timed out waiting for {what} queue {{queue}}", queue=handle.name)
-                raise about(TimedOutError(str(words)), words)
+                words = Wording(f"timed out waiting for {what} queue {{queue}}", queue=handle.name)
+                raise worded(TimedOutError(str(words)), words)
             if cooperative:
                 yield deadline[0]
         elif err != errno.EINTR:
@@ -208,21 +208,21 @@ def send_batch(
         if outcome < 0:
             wait(handle, attempt, True, deadline, -outcome, lengths[sent])
     except TimedOutError:
-        words = Words(
+        words = Wording(
             "timed out waiting for room in queue {queue} after sending {sent} of {total} messages",
             queue=handle.name,
             sent=sent,
             total=total,
         )
-        raise about(TimedOutError(str(words), sent), words) from None
+        raise worded(TimedOutError(str(words), sent), words) from None
     except QueueClosedError:
-        words = Words(
+        words = Wording(
             "queue {queue} was closed after {sent} of {total} messages were sent",
             queue=handle.name,
             sent=sent,
             total=total,
         )
-        raise about(QueueClosedError(str(words), sent), words) from None
+        raise worded(QueueClosedError(str(words), sent), words) from None
     return total
 
 
