@@ -18,9 +18,8 @@ import errno
 from collections import deque
 from typing import Any, Iterable, List, Optional
 
-from baseplate.message_queue._mqueue import ffi, lib
-
 from baseplate.message_queue import waiting
+from baseplate.message_queue.binding import ffi, lib
 from baseplate.message_queue.checks import (
     NOW,
     PRIORITY_MAX,

@@ -15,8 +15,7 @@ import operator
 import os
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from baseplate.message_queue._mqueue import ffi, lib
-
+from baseplate.message_queue.binding import ffi, lib
 from baseplate.message_queue.errors import invalid
 
 if TYPE_CHECKING:  # pragma: no cover

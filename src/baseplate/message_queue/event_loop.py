@@ -18,8 +18,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Optional, cast
 
-from baseplate.message_queue._mqueue import lib
-
+from baseplate.message_queue.binding import lib
 from baseplate.message_queue.checks import NOW
 from baseplate.message_queue.handle import AsyncWaiting, Handle
 from baseplate.message_queue.waiting import Attempt, retries

@@ -29,8 +29,7 @@ import threading
 import weakref
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
-from baseplate.message_queue._mqueue import ffi, lib
-
+from baseplate.message_queue.binding import ffi, lib
 from baseplate.message_queue.diagnoses import error_for
 from baseplate.message_queue.errors import MessageQueueError, closed_error
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from baseplate.message_queue._mqueue import lib
-
+from baseplate.message_queue.binding import lib
 from baseplate.message_queue.checks import check_priority
 from baseplate.message_queue.errors import PUBLIC_MODULE
 

@@ -36,8 +36,7 @@ import threading
 import weakref
 from typing import Callable, Dict, Iterable, Optional, Tuple, Union
 
-from baseplate.message_queue._mqueue import ffi, lib
-
+from baseplate.message_queue.binding import ffi, lib
 from baseplate.message_queue.errors import (
     MessageQueueOSError,
     Wording,

@@ -27,11 +27,10 @@ import warnings
 from collections import deque
 from typing import TYPE_CHECKING, Any, NoReturn, Optional, Union
 
-from baseplate.message_queue._mqueue import ffi, lib
-
 from baseplate.message_queue import event_loop, notification, waiting
 from baseplate.message_queue import handle as handles
 from baseplate.message_queue.batches import BatchCalls
+from baseplate.message_queue.binding import ffi, lib
 from baseplate.message_queue.checks import (
     PRIORITY_MAX,
     TIMEOUT_MAX,

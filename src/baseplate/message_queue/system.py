@@ -38,7 +38,7 @@ def read_sysctl(name: str) -> Optional[int]:
 
 def msgqueue_rlimit() -> int:
     """The soft ``ulimit -q`` (RLIMIT_MSGQUEUE) of this process, in bytes."""
-    from baseplate.message_queue._mqueue import lib  # PyPy's resource does not name it
+    from baseplate.message_queue.binding import lib  # PyPy's resource does not name it
 
     soft, _ = resource.getrlimit(lib.RLIMIT_MSGQUEUE)
     return soft

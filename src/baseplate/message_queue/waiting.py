@@ -31,8 +31,7 @@ import select
 import time
 from typing import Any, Callable, Generator, List
 
-from baseplate.message_queue._mqueue import ffi, lib
-
+from baseplate.message_queue.binding import ffi, lib
 from baseplate.message_queue.checks import NOW, check_timeout
 from baseplate.message_queue.errors import QueueClosedError, TimedOutError, Wording, worded
 from baseplate.message_queue.handle import Handle
