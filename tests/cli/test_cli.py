@@ -107,6 +107,29 @@ def test_seed_syntax_create_and_its_rules(queue_name: str) -> None:
     assert b"Example:" in run([*SEED, "--help"]).stdout
 
 
+def test_seed_syntax_is_advised_an_unlink_it_has(queue_name: str) -> None:
+    """The seed's syntax has no unlink: its users are told baseplate-mq's."""
+    assert run([*SEED, "--create", queue_name, "--max-messages", "3"]).returncode == 0
+    result = run([*SEED, "--create", queue_name, "--max-messages", "4"])
+    assert result.returncode == 1
+    stderr = result.stderr.decode()
+    assert f"baseplate-mq unlink {queue_name}, then this command again" in stderr
+    assert "-m baseplate.message_queue unlink" not in stderr
+
+
+def test_the_voice_is_changed_in_place() -> None:
+    from baseplate.message_queue.cli import queues, words
+
+    before = words.voice
+    try:
+        words.speak_as("python -m baseplate.message_queue", legacy=True)
+        assert words.voice is before and queues.voice is before
+        assert before.unlink_command("/q") == "baseplate-mq unlink /q"
+    finally:
+        words.speak_as("baseplate-mq")
+    assert before.unlink_command("/q") == "baseplate-mq unlink /q" and not before.legacy
+
+
 def test_twenty_thousand_utf8_lines_arrive_identical_and_in_order(
     queue_name: str, tmp_path: Path
 ) -> None:

@@ -14,13 +14,17 @@ import click
 from baseplate.message_queue.cli.dump_format import dump_line
 from baseplate.message_queue.cli.exits import EXIT_SHORT_READ, CommandFailed, reports_errors
 from baseplate.message_queue.cli.options import (
-    COUNT,
-    POSITIVE,
     PRIORITY,
     QUEUE,
-    SECONDS,
+    SEND_TIMEOUT_HELP,
+    count_option,
+    create_option,
     delimiter,
+    in_flight_option,
+    json_option,
+    null_option,
     size_options,
+    timeout_option,
 )
 from baseplate.message_queue.cli.queues import (
     as_json,
@@ -33,7 +37,7 @@ from baseplate.message_queue.cli.queues import (
 )
 from baseplate.message_queue.cli.signals import Stopping
 from baseplate.message_queue.cli.stdio import StreamFailed, require
-from baseplate.message_queue.cli.streaming import DEFAULT_IN_FLIGHT, consume, produce, restore
+from baseplate.message_queue.cli.streaming import consume, produce, restore
 from baseplate.message_queue.cli.words import literal, seconds
 from baseplate.message_queue.errors import MessageQueueError, QueueNotFoundError
 from baseplate.message_queue.system import MOUNT_COMMAND, mqueue_mount
@@ -53,30 +57,18 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("queue", type=QUEUE)
-@click.option("-n", "--count", type=COUNT, help="Stop after exactly N messages.")
-@click.option(
-    "-t",
-    "--timeout",
-    type=SECONDS,
-    help="Stop once the queue has been empty for this many seconds (status 0; "
-    f"{EXIT_SHORT_READ} if --count was not reached).",
+@count_option("Stop after exactly N messages.")
+@timeout_option(
+    "Stop once the queue has been empty for this many seconds (status 0; "
+    f"{EXIT_SHORT_READ} if --count was not reached)."
 )
-@click.option("-0", "--null", is_flag=True, help="End each message with NUL, not newline.")
-@click.option(
-    "--in-flight",
-    type=POSITIVE,
-    default=DEFAULT_IN_FLIGHT,
-    show_default=True,
-    help="On a pipe or Unix socket, take at most N messages the reader has not read "
-    "yet: all that can be lost if it quits. Larger is faster.",
+@null_option("End each message with NUL, not newline.")
+@in_flight_option(
+    "On a pipe or Unix socket, take at most N messages the reader has not read "
+    "yet: all that can be lost if it quits. Larger is faster."
 )
 @size_options
-@click.option(
-    "--create/--no-create",
-    default=True,
-    show_default=True,
-    help="Create the queue if it does not exist (and say so on stderr).",
-)
+@create_option(default=True)
 @reports_errors
 def read(
     queue: str,
@@ -129,20 +121,10 @@ def _check_count(got: int, count: Optional[int], timeout: Optional[float]) -> No
     show_default=True,
     help="Priority of the messages (higher are received first).",
 )
-@click.option(
-    "-t",
-    "--timeout",
-    type=SECONDS,
-    help="Fail if a message cannot be sent within this many seconds (queue full).",
-)
-@click.option("-0", "--null", is_flag=True, help="Input is NUL-delimited, not newline-delimited.")
+@timeout_option(SEND_TIMEOUT_HELP)
+@null_option("Input is NUL-delimited, not newline-delimited.")
 @size_options
-@click.option(
-    "--create/--no-create",
-    default=True,
-    show_default=True,
-    help="Create the queue if it does not exist (and say so on stderr).",
-)
+@create_option(default=True)
 @reports_errors
 def write(
     queue: str,
@@ -233,7 +215,7 @@ def unlink(queue: str, force: bool) -> None:
 
 @cli.command()
 @click.argument("queue", type=QUEUE)
-@click.option("--json", "as_json_output", is_flag=True, help="Print a JSON object.")
+@json_option("Print a JSON object.")
 @reports_errors
 def info(queue: str, as_json_output: bool) -> None:
     """Show the sizes, contents, mode and owner of QUEUE (never creates it).
@@ -251,7 +233,7 @@ def info(queue: str, as_json_output: bool) -> None:
 
 
 @cli.command("ls")
-@click.option("--json", "as_json_output", is_flag=True, help="Print a JSON list of info objects.")
+@json_option("Print a JSON list of info objects.")
 @reports_errors
 def list_queues(as_json_output: bool) -> None:
     """List every queue on this host that this user can see, by name.
@@ -306,22 +288,12 @@ _LS_COLUMNS = ("current_messages", "max_messages", "max_message_size", "mode", "
 
 @cli.command()
 @click.argument("queue", type=QUEUE)
-@click.option("-n", "--count", type=COUNT, help="Take at most N messages.")
-@click.option(
-    "-t",
-    "--timeout",
-    type=SECONDS,
+@count_option("Take at most N messages.")
+@timeout_option(
+    "Wait this long for more once the queue is empty (exit 3 if --count was not reached).",
     default=0.0,
-    show_default=True,
-    help="Wait this long for more once the queue is empty (exit 3 if --count was not reached).",
 )
-@click.option(
-    "--in-flight",
-    type=POSITIVE,
-    default=DEFAULT_IN_FLIGHT,
-    show_default=True,
-    help="As for read: on a pipe or Unix socket, at most N messages unread by the reader.",
-)
+@in_flight_option("As for read: on a pipe or Unix socket, at most N messages unread by the reader.")
 @reports_errors
 def dump(queue: str, count: Optional[int], timeout: float, in_flight: int) -> None:
     """Take QUEUE's messages and write them as JSON Lines, with their priorities.
@@ -346,19 +318,9 @@ def dump(queue: str, count: Optional[int], timeout: float, in_flight: int) -> No
 
 @cli.command()
 @click.argument("queue", type=QUEUE)
-@click.option(
-    "-t",
-    "--timeout",
-    type=SECONDS,
-    help="Fail if a message cannot be sent within this many seconds (queue full).",
-)
+@timeout_option(SEND_TIMEOUT_HELP)
 @size_options
-@click.option(
-    "--create/--no-create",
-    default=False,
-    show_default=True,
-    help="Create the queue if it does not exist (and say so on stderr).",
-)
+@create_option(default=False)
 @reports_errors
 def load(
     queue: str,

@@ -1,5 +1,10 @@
-"""Option types and shared options: what the command line accepts, checked
-while it parses (a bad value exits 2, in our words, before anything is opened).
+"""Option types and every option of the commands, each defined once: what the
+command line accepts, checked while it parses (a bad value exits 2, in our
+words, before anything is opened).
+
+It touches no stream and no queue; checking a queue name loads the binding
+(:func:`~baseplate.message_queue.checks.validate_name`), when a command that
+takes one parses it, never for ``--help``.
 """
 
 from __future__ import annotations
@@ -147,3 +152,60 @@ def size_options(command: F) -> F:
 
 def delimiter(null: bool) -> bytes:
     return b"\0" if null else b"\n"
+
+
+#: How many messages a reader on a pipe or Unix socket may have taken and
+#: not yet read (read and dump's --in-flight).
+DEFAULT_IN_FLIGHT = 1
+
+
+def create_option(default: bool) -> Callable[[F], F]:
+    """--create/--no-create: create the queue if it does not exist."""
+    return click.option(
+        "--create/--no-create",
+        default=default,
+        show_default=True,
+        help="Create the queue if it does not exist (and say so on stderr).",
+    )
+
+
+#: --timeout's help for the commands that send (write, load).
+SEND_TIMEOUT_HELP = "Fail if a message cannot be sent within this many seconds (queue full)."
+
+
+def timeout_option(help: str, default: Optional[float] = None) -> Callable[[F], F]:
+    """-t/--timeout, in seconds; what it bounds is the command's (``help``)."""
+    return click.option(
+        "-t",
+        "--timeout",
+        type=SECONDS,
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
+def null_option(help: str) -> Callable[[F], F]:
+    """-0/--null: NUL-delimited messages, in the direction ``help`` says."""
+    return click.option("-0", "--null", is_flag=True, help=help)
+
+
+def in_flight_option(help: str) -> Callable[[F], F]:
+    """--in-flight: how many messages a pipe's reader may hold unread."""
+    return click.option(
+        "--in-flight",
+        type=POSITIVE,
+        default=DEFAULT_IN_FLIGHT,
+        show_default=True,
+        help=help,
+    )
+
+
+def count_option(help: str) -> Callable[[F], F]:
+    """-n/--count: how many messages to take."""
+    return click.option("-n", "--count", type=COUNT, help=help)
+
+
+def json_option(help: str) -> Callable[[F], F]:
+    """--json: print JSON."""
+    return click.option("--json", "as_json_output", is_flag=True, help=help)

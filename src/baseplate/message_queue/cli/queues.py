@@ -76,7 +76,7 @@ def check_same(queue: MessageQueue, max_messages: int, max_message_size: int, mo
         return
     queue.close()
     name = literal(queue.name)
-    again = f"{voice.program} unlink {name}, then this command again (its messages are lost)"
+    again = f"{voice.unlink_command(queue.name)}, then this command again (its messages are lost)"
     if have[:2] == (max_messages, max_message_size):
         path = system.mqueue_path(queue.name)
         chmod = f"chmod {mode:03o} {literal(path or '/dev/mqueue/' + queue.name.lstrip('/'))}"

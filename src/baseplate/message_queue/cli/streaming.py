@@ -33,9 +33,6 @@ READ_BATCH = 1024
 #: While waiting for messages or room, how often (in seconds) read and write
 #: look whether a signal came or their reader went away.
 WAIT_SLICE = 0.05
-#: By default, on a pipe or Unix socket, how many messages may be taken from
-#: the queue and not yet read by the reader: all that can be lost if it quits.
-DEFAULT_IN_FLIGHT = 1
 #: After a signal, how long the messages in hand may take to be written out.
 FINISH_BUDGET = 2.0
 #: After a signal or an output error, putting messages back waits this long in all.

@@ -87,14 +87,26 @@ class Voice:
             return f"{self.program} --create {literal(queue)}"
         return f"{self.program} create {literal(queue)}"
 
+    def unlink_command(self, queue: str) -> str:
+        """The command line that unlinks ``queue``: the seed's syntax has no
+        unlink, so its users are sent to ``baseplate-mq unlink``."""
+        program = "baseplate-mq" if self.legacy else self.program
+        return f"{program} unlink {literal(queue)}"
 
+    def speak_as(self, program: str, legacy: bool = False) -> None:
+        """Speak as ``program`` from now on: changed in place, so that every
+        module that imported :data:`voice` by name hears it."""
+        self.program = program
+        self.legacy = legacy
+
+
+#: The one voice of this process (changed in place, never replaced).
 voice = Voice()
 
 
 def speak_as(program: str, legacy: bool = False) -> None:
     """Speak as ``program`` from now on."""
-    global voice
-    voice = Voice(program, legacy)
+    voice.speak_as(program, legacy)
 
 
 def say(message: str) -> None:
