@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from baseplate.message_queue import MessageQueue
-from baseplate.message_queue.cli.words import literal
+from baseplate.message_queue.cli.words import shell_word
 from helpers import BPMQ, SEED, run, run_in_mount_namespace, unlink_quietly
 
 # Names that 1.0 printed as '?', forged a line with, or let a terminal obey.
@@ -39,7 +39,7 @@ def hostile(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 def shell_reads_back(word: str) -> bytes:
-    """The bytes bash makes of ``word`` (a literal as we print it)."""
+    """The bytes bash makes of ``word`` (a shell word as we print it)."""
     return subprocess.run(
         ["bash", "-c", f"printf %s {word}"], capture_output=True, check=True
     ).stdout
@@ -51,7 +51,7 @@ def no_control_bytes(output: bytes) -> bool:
 
 
 def test_literals_read_back_as_the_bytes_they_stand_for(hostile: str) -> None:
-    word = literal(hostile)
+    word = shell_word(hostile)
     assert shell_reads_back(word) == os.fsencode(hostile)
     assert "\n" not in word and no_control_bytes(word.encode("utf-8"))
 
@@ -71,10 +71,10 @@ def test_an_error_names_the_queue_so_that_its_hint_can_be_pasted(hostile: str) -
 def test_info_and_create_write_the_name_as_a_shell_word(hostile: str) -> None:
     created = run([*BPMQ, "create", hostile], timeout=60)
     assert created.returncode == 0, created.stderr
-    assert created.stdout.startswith(literal(hostile).encode() + b": max_messages=10")
+    assert created.stdout.startswith(shell_word(hostile).encode() + b": max_messages=10")
     info = run([*BPMQ, "info", hostile])
     assert info.returncode == 0
-    assert info.stdout.splitlines()[0] == b"name: " + literal(hostile).encode()
+    assert info.stdout.splitlines()[0] == b"name: " + shell_word(hostile).encode()
     for output in (created.stdout, info.stdout):
         assert no_control_bytes(output)
         output.decode("utf-8")  # strict UTF-8: no error on any name
@@ -98,7 +98,7 @@ def test_a_bad_name_is_refused_in_words_that_name_it(hostile: str) -> None:
     bad = hostile + "/sub"
     result = run([*BPMQ, "info", bad])
     assert result.returncode == 2
-    assert f"invalid queue name {literal(bad)}".encode() in result.stderr
+    assert f"invalid queue name {shell_word(bad)}".encode() in result.stderr
     assert no_control_bytes(result.stderr.replace(b"\n", b""))
 
 
@@ -130,7 +130,7 @@ def test_ls_gives_each_queue_one_row_and_no_control_bytes() -> None:
         assert text.returncode == 0, text.stderr
         rows = [row for row in text.stdout.splitlines() if tag in row]
         assert sorted(row.split("  ")[-1].strip() for row in rows) == sorted(
-            literal(name) for name in names
+            shell_word(name) for name in names
         )
         assert no_control_bytes(text.stdout.encode("utf-8"))
         as_json = run_in_mount_namespace(LS, mounted=True, args=("--json",))

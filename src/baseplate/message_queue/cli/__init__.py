@@ -5,13 +5,8 @@ Also reachable as ``python -m baseplate.message_queue.cli``, and in the
 seed's older form ``python -m baseplate.message_queue --read|--write|--create
 QUEUE``.
 
-Exit codes (:data:`~baseplate.message_queue.cli.exits.EXIT_CODES`): 0 success;
-1 a failure, said on stderr in a line or two; 2 a usage error such as a bad
-queue name; 3 ``read --count N`` got fewer than N messages before its
-timeout; 74 standard input or output is closed or failed (a full device...);
-141 when the reader of our output went away; 128+N when signal N ended the
-command (130 on Ctrl-C, 143 on SIGTERM, 129 on SIGHUP). No Python traceback
-is ever shown.
+Exit codes: :data:`~baseplate.message_queue.cli.exits.EXIT_CODES` lists
+them, and says what each means. No Python traceback is ever shown.
 
 Every command goes through one place for each concern, so that the next
 command gets them without anyone remembering to add them: :mod:`.signals`
@@ -20,13 +15,14 @@ streams), :mod:`.exits` (how a command ended, in words and a status), and
 :mod:`.words` (names the system supplies, written so a shell reads them
 back). The rest: :mod:`.commands` (the click commands, each a thin shell),
 :mod:`.legacy` (the seed's syntax), :mod:`.options` (option types),
-:mod:`.output` (read's paced output), :mod:`.streaming` (the loops of read,
-write, dump and load), :mod:`.dump_format` and :mod:`.queues` (opening and
-describing queues).
+:mod:`.output` (read's paced output), :mod:`.read_and_dump` and
+:mod:`.write_and_load` (the pipelines of those commands), :mod:`.dump_format`
+and :mod:`.queues` (opening and describing queues).
 
 This file imports nothing at start-up: the entry points install the signal
 handlers first, before click is imported; the library is imported only by
-the commands that use it, so that ``--help`` starts fast.
+the commands that use it, so that ``--help`` starts fast. Once run, the
+entry points install signal handlers and claim the standard streams.
 """
 
 from __future__ import annotations

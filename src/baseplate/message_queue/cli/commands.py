@@ -1,6 +1,11 @@
 """The ``baseplate-mq`` commands: each a thin click shell over the modules
-beside it (options, queues, streaming loops, dump format), run under
-:func:`~baseplate.message_queue.cli.exits.reports_errors`.
+beside it (options, queues, the pipelines of read and dump and of write and
+load, dump format), run under :func:`~baseplate.message_queue.cli.exits.reports_errors`.
+
+The commands print their results on standard output (``click.echo``) and
+open queues through :mod:`.queues`; ``unlink`` unlinks one, ``ls`` lists the
+mqueue file system. Every other stream, signal and status is the business of
+the modules they call.
 """
 
 from __future__ import annotations
@@ -28,17 +33,18 @@ from baseplate.message_queue.cli.options import (
 )
 from baseplate.message_queue.cli.queues import (
     as_json,
+    as_table,
     as_text,
-    cell,
     check_same,
     open_queue,
     queue_facts,
     stat_facts,
 )
+from baseplate.message_queue.cli.read_and_dump import take_messages
 from baseplate.message_queue.cli.signals import Stopping
 from baseplate.message_queue.cli.stdio import StreamFailed, require
-from baseplate.message_queue.cli.streaming import consume, produce, restore
-from baseplate.message_queue.cli.words import literal, seconds
+from baseplate.message_queue.cli.words import seconds, shell_word
+from baseplate.message_queue.cli.write_and_load import load_dump, send_lines
 from baseplate.message_queue.errors import MessageQueueError, QueueNotFoundError
 from baseplate.message_queue.system import MOUNT_COMMAND, mqueue_mount
 
@@ -98,7 +104,7 @@ def read(
     with Stopping() as stopping:
         opened, _ = open_queue(queue, max_messages, max_message_size, create, mode)
         with opened:
-            got = consume(opened, count, timeout, delimiter(null), in_flight, stopping)
+            got = take_messages(opened, count, timeout, delimiter(null), in_flight, stopping)
     _check_count(got, count, timeout)
 
 
@@ -150,7 +156,7 @@ def write(
     with Stopping() as stopping:
         opened, _ = open_queue(queue, max_messages, max_message_size, create, mode)
         with opened:
-            produce(opened, priority, timeout, delimiter(null), stopping)
+            send_lines(opened, priority, timeout, delimiter(null), stopping)
 
 
 @cli.command()
@@ -177,19 +183,19 @@ def create(
         if exclusive:
             opened.close()
             raise CommandFailed(
-                f"queue {literal(queue)} already exists (--exclusive refuses an existing one)"
+                f"queue {shell_word(queue)} already exists (--exclusive refuses an existing one)"
             )
         check_same(opened, max_messages, max_message_size, mode)
     with opened:
         line = (
-            f"{literal(opened.name)}: max_messages={opened.max_messages} "
+            f"{shell_word(opened.name)}: max_messages={opened.max_messages} "
             f"max_message_size={opened.max_message_size} mode={opened.mode:04o}"
         )
     try:
         click.echo(line)
     except StreamFailed as failure:
         if created and failure.message is not None:
-            failure.message = f"queue {literal(queue)} was created, but {failure.message}"
+            failure.message = f"queue {shell_word(queue)} was created, but {failure.message}"
         raise
 
 
@@ -271,19 +277,7 @@ def list_queues(as_json_output: bool) -> None:
     if as_json_output:
         click.echo(json.dumps([as_json(facts) for facts in queues]))
         return
-    rows = [_LS_HEADER] + [tuple(cell(key, facts) for key in _LS_COLUMNS) for facts in queues]
-    # Every column but the last is padded: a long name makes no row wider but its own.
-    widths = [max(len(row[column]) for row in rows) for column in range(len(_LS_HEADER) - 1)]
-    click.echo(
-        "\n".join(
-            "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
-            for row in rows
-        )
-    )
-
-
-_LS_HEADER = ("MESSAGES", "MAX", "SIZE", "MODE", "OWNER", "NAME")
-_LS_COLUMNS = ("current_messages", "max_messages", "max_message_size", "mode", "owner", "name")
+    click.echo(as_table(queues))
 
 
 @cli.command()
@@ -312,7 +306,7 @@ def dump(queue: str, count: Optional[int], timeout: float, in_flight: int) -> No
     with Stopping() as stopping:
         opened, _ = open_queue(queue, 1, 1, False, 0o600)
         with opened:
-            got = consume(opened, count, timeout, b"\n", in_flight, stopping, dump_line)
+            got = take_messages(opened, count, timeout, b"\n", in_flight, stopping, dump_line)
     _check_count(got, count, timeout)
 
 
@@ -345,4 +339,4 @@ def load(
     with Stopping() as stopping:
         opened, _ = open_queue(queue, max_messages, max_message_size, create, mode)
         with opened:
-            restore(opened, timeout, stopping)
+            load_dump(opened, timeout, stopping)

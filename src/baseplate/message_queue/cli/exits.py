@@ -91,24 +91,24 @@ def _status(error: BaseException) -> int:
         return error.exit_code
     if isinstance(error, StreamFailed):
         if error.message is not None:
-            words.fail(error.message)
+            words.say_error(error.message)
         return error.status
     if isinstance(error, MessageQueueError):
-        words.fail(words.describe(error))
+        words.say_error(words.describe(error))
         return EXIT_FAILURE
     if isinstance(error, CommandFailed):
-        words.fail(error.message)
+        words.say_error(error.message)
         return error.status
     if isinstance(error, (KeyboardInterrupt, click.exceptions.Abort)):
         die(2)  # SIGINT before our handler was in place
     if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
-        words.fail(
+        words.say_error(
             f"{error.strerror}: this process has no file descriptor left (ulimit -n); "
             "close some in the process that started it, or raise the limit"
         )
         return EXIT_FAILURE
     if isinstance(error, OSError) and error.strerror:
-        words.fail(f"{error.strerror}" + (f": {error.filename}" if error.filename else ""))
+        words.say_error(f"{error.strerror}" + (f": {error.filename}" if error.filename else ""))
         return EXIT_FAILURE
-    words.fail(f"unexpected {type(error).__name__}: {error}")
+    words.say_error(f"unexpected {type(error).__name__}: {error}")
     return EXIT_FAILURE

@@ -1,6 +1,10 @@
 """The seed's command line, ``python -m baseplate.message_queue
 --read|--write|--create QUEUE``: the same work as the subcommands of
 ``baseplate-mq``, which it invokes.
+
+It only parses and hands over: every queue, stream and status is the
+invoked command's. (The voice it speaks in, and that the seed's syntax has
+no ``unlink``, are :mod:`.words`'.)
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import click
 
-from baseplate.message_queue.cli.words import SHELL, literal
+from baseplate.message_queue.cli.words import SHELL, shell_word
 from baseplate.message_queue.errors import MessageQueueError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,7 +59,7 @@ class WholeNumber(click.ParamType):  # type: ignore[type-arg]
         elif _WHOLE.match(str(value)):
             number = int(str(value))
         else:
-            self.fail(f"{literal(str(value))} is not a whole number", param, ctx)
+            self.fail(f"{shell_word(str(value))} is not a whole number", param, ctx)
         if number < self.low or (self.high is not None and number > self.high):
             bounds = f"{self.low} or more" if self.high is None else f"{self.low} to {self.high}"
             self.fail(f"{number} is out of range: give {bounds}", param, ctx)
@@ -79,10 +79,12 @@ class ModeType(click.ParamType):  # type: ignore[type-arg]
         text = str(value).lower()
         text = text[2:] if text.startswith("0o") else text
         if not _OCTAL.match(text):
-            self.fail(f"{literal(str(value))} is not an octal mode such as 600 or 0660", param, ctx)
+            self.fail(
+                f"{shell_word(str(value))} is not an octal mode such as 600 or 0660", param, ctx
+            )
         mode = int(text, 8)
         if not 0 <= mode <= 0o777:
-            self.fail(f"{literal(str(value))} is not a mode between 000 and 777", param, ctx)
+            self.fail(f"{shell_word(str(value))} is not a mode between 000 and 777", param, ctx)
         return mode
 
 
@@ -94,7 +96,7 @@ class SecondsType(click.ParamType):  # type: ignore[type-arg]
     def convert(
         self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]
     ) -> float:
-        shown = literal(str(value))
+        shown = shell_word(str(value))
         try:
             seconds = float(value)
         except (TypeError, ValueError):

@@ -1,6 +1,13 @@
 """Queues as the commands see them: opened (and created with exactly the
 mode asked for, said on stderr), checked against what ``create`` asked for,
-and described for ``info`` and ``ls``, as text or as exact JSON.
+and described for ``info`` and ``ls``: as text, as ``ls``'s table, or as
+exact JSON.
+
+It opens queues (:class:`~baseplate.message_queue.MessageQueue`, which loads
+the binding), sets a created queue's mode with ``fchmod``, reads the mqueue
+file system (``stat``) and the user and group databases
+(:mod:`~baseplate.message_queue.system`), and writes a note on stderr when
+it creates a queue. It prints nothing else: the commands do.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from baseplate.message_queue import system
 from baseplate.message_queue.cli.exits import CommandFailed
-from baseplate.message_queue.cli.words import json_text, literal, note, voice
+from baseplate.message_queue.cli.words import json_text, note, shell_word, voice
 from baseplate.message_queue.errors import QueueExistsError, QueueNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,7 +63,7 @@ def open_queue(
                 os.fchmod(queue.fileno(), mode)  # its owner's: this call created it
                 if announce:
                     note(
-                        f"created queue {literal(name)}: max_messages={queue.max_messages} "
+                        f"created queue {shell_word(name)}: max_messages={queue.max_messages} "
                         f"max_message_size={queue.max_message_size} mode={queue.mode:04o}"
                     )
                 return queue, True
@@ -75,11 +82,11 @@ def check_same(queue: MessageQueue, max_messages: int, max_message_size: int, mo
     if have == (max_messages, max_message_size, mode):
         return
     queue.close()
-    name = literal(queue.name)
+    name = shell_word(queue.name)
     again = f"{voice.unlink_command(queue.name)}, then this command again (its messages are lost)"
     if have[:2] == (max_messages, max_message_size):
         path = system.mqueue_path(queue.name)
-        chmod = f"chmod {mode:03o} {literal(path or '/dev/mqueue/' + queue.name.lstrip('/'))}"
+        chmod = f"chmod {mode:03o} {shell_word(path or '/dev/mqueue/' + queue.name.lstrip('/'))}"
         mount = "" if path else f", once the mqueue file system is mounted ({system.MOUNT_COMMAND})"
         raise CommandFailed(
             f"queue {name} already exists with --mode {have[2]:03o}, not --mode {mode:03o}. "
@@ -149,22 +156,39 @@ def as_json(facts: Dict[str, Any]) -> Dict[str, Any]:
 
 def as_text(facts: Dict[str, Any]) -> List[str]:
     """Facts for a person: ``key: value`` lines, every name as a shell word."""
-    return [f"{key}: {_shown(key, facts[key])}" for key in FACTS]
+    return [f"{key}: {_fact_text(key, facts[key])}" for key in FACTS]
 
 
-def _shown(key: str, value: Any) -> str:
+def _fact_text(key: str, value: Any) -> str:
     """One fact for a person (None: unknown, shown as ``?``)."""
     if value is None:
         return "?"
     if key == "mode":
         return f"{value:04o}"
     if key in ("name", "owner", "group"):
-        return literal(value)
+        return shell_word(value)
     return str(value)
 
 
-def cell(key: str, facts: Dict[str, Any]) -> str:
+#: The columns of ``ls``'s table: their headings, and the facts they show.
+LS_HEADER = ("MESSAGES", "MAX", "SIZE", "MODE", "OWNER", "NAME")
+LS_COLUMNS = ("current_messages", "max_messages", "max_message_size", "mode", "owner", "name")
+
+
+def as_table(queues: List[Dict[str, Any]]) -> str:
+    """``ls``'s table of ``queues``: a heading, then a row per queue. Every
+    column but the last (the name) is padded: a long name makes no row wider
+    but its own."""
+    rows = [LS_HEADER] + [tuple(_cell(key, facts) for key in LS_COLUMNS) for facts in queues]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(LS_HEADER) - 1)]
+    return "\n".join(
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
+        for row in rows
+    )
+
+
+def _cell(key: str, facts: Dict[str, Any]) -> str:
     """One fact as ``ls`` shows it in its table (the owner by name, or uid)."""
     if key == "owner" and facts["owner"] is None:
         return str(facts["uid"])
-    return _shown(key, facts[key])
+    return _fact_text(key, facts[key])

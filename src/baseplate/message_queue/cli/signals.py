@@ -18,6 +18,11 @@ default would dump core (SIGQUIT...), with status 128+N and no core. While
 defers that: the signal is only noted (and wakes any ``poll``), and the
 loops stop where nothing taken from the queue can be lost, by raising
 :class:`Stopped`; the runner ends the process with it after the clean-up.
+So that they see a signal soon, their waits last :data:`WAIT_SLICE` at most
+(:func:`wait_slice`).
+
+It touches the process's signal dispositions and its wake-up descriptor,
+and ends the process (:func:`die`); it reads no stream and no queue.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import math
 import os
 import select
 import signal
+import time
 from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 # Signals whose default action is to end the process, by name (some do not
@@ -210,3 +216,17 @@ class Stopping:
             except BlockingIOError:
                 pass
         return ready
+
+
+#: While waiting for messages or room, how often (in seconds) read, write,
+#: dump and load look whether a signal came or their reader went away.
+WAIT_SLICE = 0.05
+
+
+def wait_slice(since: Optional[float], budget: Optional[float]) -> float:
+    """How long the next wait may last: WAIT_SLICE at most, and what is left of
+    ``budget`` seconds counted from ``since`` (0 once it is spent)."""
+    if budget is None:
+        return WAIT_SLICE
+    spent = 0.0 if since is None else time.monotonic() - since
+    return max(0.0, min(WAIT_SLICE, budget - spent))

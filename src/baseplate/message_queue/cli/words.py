@@ -1,8 +1,10 @@
 """Words for the command line's user: how the program speaks on stderr, the
 library's errors in terms of this command's options, and every name the
-system supplies written so that a shell reads it back (:func:`literal`).
+system supplies written so that a shell reads it back (:func:`shell_word`).
 
-Only wording: no decision about statuses or what to do next.
+Only wording: no decision about statuses or what to do next. It writes to
+stderr (:func:`say`, :func:`say_error`, :func:`note`) and nothing else; the
+one :data:`voice` of the process is changed in place (:func:`speak_as`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from baseplate.message_queue.errors import (
 _PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+\Z")
 
 
-def literal(text: str) -> str:
+def shell_word(text: str) -> str:
     """``text`` (a queue's name, a user's, a path: any bytes, from the system)
     as a shell word that reads back as exactly those bytes, and that no
     terminal can take for a control sequence or a second line: as is when
@@ -59,10 +61,10 @@ class ShellSpelling(Spelling):
     words, arguments as the options that set them (``--max-messages 11``)."""
 
     def name(self, text: str) -> str:
-        return literal(text)
+        return shell_word(text)
 
     def word(self, text: str) -> str:
-        return literal(text)
+        return shell_word(text)
 
     def argument(self, key: str, value: Any) -> str:
         option = "--" + key.replace("_", "-")
@@ -84,14 +86,14 @@ class Voice:
     def create_command(self, queue: str) -> str:
         """The command line that creates ``queue``, as this program spells it."""
         if self.legacy:
-            return f"{self.program} --create {literal(queue)}"
-        return f"{self.program} create {literal(queue)}"
+            return f"{self.program} --create {shell_word(queue)}"
+        return f"{self.program} create {shell_word(queue)}"
 
     def unlink_command(self, queue: str) -> str:
         """The command line that unlinks ``queue``: the seed's syntax has no
         unlink, so its users are sent to ``baseplate-mq unlink``."""
         program = "baseplate-mq" if self.legacy else self.program
-        return f"{program} unlink {literal(queue)}"
+        return f"{program} unlink {shell_word(queue)}"
 
     def speak_as(self, program: str, legacy: bool = False) -> None:
         """Speak as ``program`` from now on: changed in place, so that every
@@ -114,7 +116,8 @@ def say(message: str) -> None:
     sys.stderr.write(f"{voice.program}: {message}\n")
 
 
-def fail(message: str) -> None:
+def say_error(message: str) -> None:
+    """``error: message`` on stderr (it only says; the caller decides the status)."""
     say(f"error: {message}")
 
 
@@ -126,7 +129,7 @@ def describe(error: MessageQueueError) -> str:
     """The library's ``error`` in terms of this command, for its user."""
     command, name = voice.command, error.queue_name
     if isinstance(error, QueueNotFoundError) and name is not None:
-        queue = literal(name)
+        queue = shell_word(name)
         if command == "unlink":
             return f"queue {queue} does not exist (-f ignores that)"
         hint = f"queue {queue} does not exist: create it with {voice.create_command(name)}"
@@ -138,7 +141,7 @@ def describe(error: MessageQueueError) -> str:
             return hint + ", or add --create"
         return hint
     if isinstance(error, QueueExistsError) and name is not None:
-        return f"queue {literal(name)} already exists (--exclusive refuses an existing one)"
+        return f"queue {shell_word(name)} already exists (--exclusive refuses an existing one)"
     if error.words is not None:
         return error.words.spelled(SHELL)
     return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
