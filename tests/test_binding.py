@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import baseplate.message_queue as mq
-from baseplate.message_queue import _surface, binding
+from baseplate.message_queue import PRIORITY_MAX, _surface, binding
+from baseplate.message_queue.binding import lib
 from helpers import ROOT
 
 
@@ -65,3 +66,18 @@ def test_a_stale_build_refuses_to_load(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "ImportError: the compiled binding" in result.stderr
     assert "expects C surface 0000" in result.stderr and "rebuild it" in result.stderr
+
+
+def test_raw_binding_exposes_the_c_surface() -> None:
+    assert lib.MQ_PRIO_MAX == PRIORITY_MAX == 32768
+    for name in (
+        "mq_open",
+        "mq_close",
+        "mq_unlink",
+        "mq_send",
+        "mq_receive",
+        "mq_getattr",
+        "mq_timedsend",
+        "mq_timedreceive",
+    ):
+        assert callable(getattr(lib, name))

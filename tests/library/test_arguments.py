@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
+import time
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Callable, Dict, List, cast
@@ -15,12 +17,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from baseplate.message_queue import (
+    PRIORITY_MAX,
     TIMEOUT_MAX,
     InvalidParametersError,
     MessageQueue,
     TimedOutError,
 )
-from helpers import queue_exists, unique_name, unlink_quietly
+from helpers import (
+    queue_exists,
+    unique_name,
+    unlink_quietly,
+)
 
 numpy: Any
 try:
@@ -231,3 +238,135 @@ def test_a_decimal_slip_in_a_mode_is_refused_naming_the_octal(queue_name: str) -
 
 def test_timeout_max_is_about_146_years() -> None:
     assert 145 * 365 * 86400 < TIMEOUT_MAX < 147 * 365 * 86400
+
+
+# -- timeouts --------------------------------------------------------------------
+
+
+def test_timeout_zero_tries_once(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=1, max_message_size=8)
+    with pytest.raises(TimedOutError):
+        queue.get(timeout=0)
+    queue.put(b"a", timeout=0)
+    with pytest.raises(TimedOutError, match="waiting for room"):
+        queue.put(b"b", timeout=0)
+    assert queue.get(timeout=0) == b"a"
+
+
+def test_positive_timeout_waits_at_least_that_long(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=1, max_message_size=8)
+    start = time.monotonic()
+    with pytest.raises(TimedOutError):
+        queue.get(timeout=0.2)
+    waited = time.monotonic() - start
+    assert 0.2 <= waited < 2.0
+    queue.put(b"full")
+    start = time.monotonic()
+    with pytest.raises(TimedOutError):
+        queue.put(b"more", timeout=0.2)
+    assert 0.2 <= time.monotonic() - start < 2.0
+
+
+def test_timeout_returns_as_soon_as_a_message_arrives(queue: MessageQueue) -> None:
+    threading.Timer(0.1, queue.put, args=(b"late",)).start()
+    start = time.monotonic()
+    assert queue.get(timeout=10) == b"late"
+    assert time.monotonic() - start < 5
+
+
+def ready_calls(queue: MessageQueue, timeout: Any) -> dict[str, Callable[[], Any]]:
+    """Every call, with ``timeout``, on a queue that can take and give a message at once."""
+    into = bytearray(queue.max_message_size)
+    return {
+        "put": lambda: queue.put(b"sent", timeout=timeout),
+        "put_many": lambda: queue.put_many([b"sent"], timeout=timeout),
+        "get": lambda: queue.get(timeout=timeout),
+        "get_into": lambda: queue.get_into(into, timeout=timeout),
+        "get_many": lambda: queue.get_many(3, timeout=timeout),
+        "put_async": lambda: asyncio.run(queue.put_async(b"sent", timeout=timeout)),
+        "get_async": lambda: asyncio.run(queue.get_async(timeout=timeout)),
+    }
+
+
+GOOD_TIMEOUTS = [None, 0, 0.0, 0.2, 1, 30, 1e-9, Decimal("0.5"), Fraction(1, 4), 2**31]
+
+
+@pytest.mark.parametrize("timeout", GOOD_TIMEOUTS, ids=repr)
+@pytest.mark.parametrize(
+    "call", ["put", "put_many", "get", "get_into", "get_many", "put_async", "get_async"]
+)
+def test_every_timeout_works_when_the_queue_is_ready(
+    make_queue: MakeQueue, call: str, timeout: Any
+) -> None:
+    queue = make_queue(max_messages=3, max_message_size=16)
+    queue.put(b"waiting")
+    start = time.monotonic()
+    ready_calls(queue, timeout)[call]()
+    assert time.monotonic() - start < 0.15  # no wait: the first attempt did it
+    moved = 1 if call.startswith("put") else -1
+    assert queue.current_messages == 1 + moved
+
+
+BAD_TIMEOUTS: list[tuple[Any, type[Exception]]] = [
+    (-1, InvalidParametersError),
+    (-0.001, InvalidParametersError),
+    (float("nan"), InvalidParametersError),
+    (float("inf"), InvalidParametersError),
+    (1e300, InvalidParametersError),
+    (2**63, InvalidParametersError),
+    (Decimal("-1"), InvalidParametersError),
+    (True, TypeError),
+    (False, TypeError),
+    ("1", TypeError),
+    (b"1", TypeError),
+    ([1], TypeError),
+    (object(), TypeError),
+]
+
+
+@pytest.mark.parametrize(("timeout", "error"), BAD_TIMEOUTS, ids=repr)
+@pytest.mark.parametrize(
+    "call", ["put", "put_many", "get", "get_into", "get_many", "put_async", "get_async"]
+)
+def test_bad_timeouts_raise_before_anything_moves(
+    make_queue: MakeQueue, call: str, timeout: Any, error: type[Exception]
+) -> None:
+    """Even when the queue could take or give a message at once."""
+    queue = make_queue(max_messages=3, max_message_size=16)
+    queue.put(b"waiting")
+    with pytest.raises(error, match="timeout"):
+        ready_calls(queue, timeout)[call]()
+    assert queue.get_many(10, timeout=0) == [b"waiting"]  # nothing sent, nothing taken
+
+
+@pytest.mark.parametrize("priority", [-1, PRIORITY_MAX, True, 1.0, "1", None])
+@pytest.mark.parametrize("call", ["put", "put_many", "put_async"])
+def test_bad_priorities_raise_before_anything_is_sent(
+    queue: MessageQueue, call: str, priority: Any
+) -> None:
+    calls: dict[str, Callable[[], Any]] = {
+        "put": lambda: queue.put(b"x", timeout=0, priority=priority),
+        "put_many": lambda: queue.put_many([b"x"], timeout=0, priority=priority),
+        "put_async": lambda: asyncio.run(queue.put_async(b"x", timeout=0, priority=priority)),
+    }
+    with pytest.raises((InvalidParametersError, TypeError), match="priority"):
+        calls[call]()
+    assert queue.current_messages == 0
+
+
+@pytest.mark.parametrize("timeout", ["1", [1], object()])
+def test_timeout_of_wrong_type_is_a_type_error(queue: MessageQueue, timeout: object) -> None:
+    with pytest.raises(TypeError, match="timeout must be"):
+        queue.get(timeout=timeout)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("call", ["put", "put_many", "get", "get_into", "get_many"])
+def test_timeout_zero_on_a_blocked_queue_raises_at_once(make_queue: MakeQueue, call: str) -> None:
+    queue = make_queue(max_messages=1, max_message_size=16)
+    if call.startswith("put"):
+        queue.put(b"fills it")
+    start = time.monotonic()
+    with pytest.raises(TimedOutError):
+        ready_calls(queue, 0)[call]()
+    assert time.monotonic() - start < 0.1
+    assert queue.current_messages == (1 if call.startswith("put") else 0)

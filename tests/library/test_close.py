@@ -4,6 +4,8 @@ duplicated, or sent through a descriptor that belongs to someone else."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import gc
 import os
 import random
 import subprocess
@@ -11,12 +13,29 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from typing import Any, Callable
 
 import pytest
+from baseplate.message_queue._mqueue import ffi, lib
 
-from baseplate.message_queue import MessageQueue, QueueClosedError, TimedOutError
-from helpers import settled_open_fds, unique_name, unlink_quietly
+from baseplate.message_queue import (
+    InvalidParametersError,
+    MessageQueue,
+    MessageQueueError,
+    QueueClosedError,
+    QueueExistsError,
+    QueueNotFoundError,
+    TimedOutError,
+    unlink,
+)
+from helpers import (
+    open_fds,
+    queue_exists,
+    settled_open_fds,
+    unique_name,
+    unlink_quietly,
+)
 
 MakeQueue = Callable[..., MessageQueue]
 
@@ -381,3 +400,121 @@ def test_closing_and_replacing_queues_under_load_never_crosses_messages() -> Non
         for name, queue in current.items():
             queue.close()
             unlink_quietly(name)
+
+
+# -- closing, unlinking, descriptors -------------------------------------------
+
+
+def test_context_manager_closes(queue_name: str) -> None:
+    with MessageQueue(queue_name) as queue:
+        queue.put(b"x")
+    assert queue.closed
+    with pytest.raises(QueueClosedError, match="is closed"):
+        queue.fileno()
+
+
+def test_close_is_idempotent_and_every_use_then_fails(queue: MessageQueue) -> None:
+    queue.close()
+    queue.close()
+    for call in (
+        lambda: queue.put(b"x"),
+        lambda: queue.put(b"x", timeout=1),
+        lambda: queue.get(),
+        lambda: queue.get(timeout=0),
+        lambda: queue.put_many([b"x"]),
+        lambda: queue.get_many(2),
+        lambda: queue.current_messages,
+        queue.fileno,
+    ):
+        with pytest.raises(QueueClosedError):
+            call()
+    assert isinstance(QueueClosedError("x"), MessageQueueError)
+
+
+def test_closed_queue_never_touches_a_recycled_descriptor(make_queue: MakeQueue) -> None:
+    first = make_queue()
+    old_fd = first.fileno()
+    first.close()
+    second = make_queue()
+    assert second.fileno() == old_fd  # the OS handed the number on
+    with pytest.raises(QueueClosedError):
+        first.put(b"intruder")
+    with pytest.raises(QueueClosedError):
+        first.get(timeout=0)
+    assert second.current_messages == 0
+
+
+def test_unlink_removes_the_name_but_the_object_keeps_working(make_queue: MakeQueue) -> None:
+    queue = make_queue()
+    queue.unlink()
+    assert not queue_exists(queue.name)
+    queue.put(b"still here")
+    assert queue.get() == b"still here"
+    with pytest.raises(QueueNotFoundError):
+        unlink(queue.name)
+
+
+def test_dropped_queue_releases_its_descriptor_with_a_resource_warning(queue_name: str) -> None:
+    before = settled_open_fds()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        queue = MessageQueue(queue_name)
+        assert open_fds() == before + 1  # the queue's descriptor
+        with pytest.raises(TimedOutError):
+            queue.get(timeout=0.001)
+        assert open_fds() == before + 2  # and the wake descriptor, once a call has waited
+        del queue
+        gc.collect()
+    assert open_fds() == before
+    assert any(issubclass(w.category, ResourceWarning) for w in caught)
+
+
+def test_no_descriptor_leak_over_many_cycles(queue_name: str) -> None:
+    before = settled_open_fds()
+    for i in range(10000):
+        queue = MessageQueue(queue_name, max_messages=2, max_message_size=8)
+        if i % 3 == 0:
+            queue.close()
+        elif i % 3 == 1:
+            with queue:
+                queue.put(b"x")
+                queue.get()
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                del queue
+                if i % 300 == 2:  # PyPy closes a dropped object when it collects it:
+                    gc.collect()  # keep within an ordinary user's 1024 descriptors
+        with pytest.raises(QueueExistsError):
+            MessageQueue(queue_name, exclusive=True)
+        with pytest.raises(InvalidParametersError):
+            MessageQueue("bad name")
+    gc.collect()
+    assert open_fds() == before
+
+
+def eventfds() -> set[int]:
+    """The eventfd descriptors this process has open."""
+    found = set()
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{entry}") == "anon_inode:[eventfd]":
+                found.add(int(entry))
+        except FileNotFoundError:  # the listing's own descriptor, closed since
+            pass
+    return found
+
+
+def test_descriptors_are_non_blocking_and_close_on_exec(queue: MessageQueue) -> None:
+    """The queue's descriptor never blocks (waits sleep in ppoll), and neither it
+    nor the wake descriptor (an eventfd, made once a call waits) outlives exec."""
+    before = eventfds()
+    with pytest.raises(TimedOutError):
+        queue.get(timeout=0.001)
+    (wake,) = eventfds() - before
+    for fd in (queue.fileno(), wake):
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    attr = ffi.new("struct mq_attr *")
+    assert lib.mq_getattr(queue.fileno(), attr) == 0
+    assert attr.mq_flags & lib.O_NONBLOCK

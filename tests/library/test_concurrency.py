@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -14,7 +16,11 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from baseplate.message_queue import MessageQueue, QueueClosedError, TimedOutError
+from baseplate.message_queue import (
+    MessageQueue,
+    QueueClosedError,
+    TimedOutError,
+)
 
 MakeQueue = Callable[..., MessageQueue]
 
@@ -285,3 +291,101 @@ def test_ctrl_c_interrupts_a_blocked_get_promptly(queue_name: str) -> None:
     os.kill(child.pid, signal.SIGINT)
     assert child.wait(timeout=10) == 7
     assert child.stdout.read() == "interrupted\n"
+
+
+# -- waiting with select, and across threads and processes -----------------------
+
+
+def test_fileno_works_with_select_and_selectors(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=1, max_message_size=8)
+    assert select.select([queue], [], [], 0)[0] == []
+    assert select.select([], [queue], [], 0)[1] == [queue]
+    queue.put(b"x")
+    assert select.select([queue], [], [], 0)[0] == [queue]
+    assert select.select([], [queue], [], 0)[1] == []
+    with selectors.DefaultSelector() as selector:
+        selector.register(queue, selectors.EVENT_READ)
+        assert [key.fileobj for key, _ in selector.select(timeout=1)] == [queue]
+
+
+@pytest.mark.parametrize("call", ["get", "put", "get_many", "put_many"])
+def test_blocked_calls_release_the_gil(make_queue: MakeQueue, call: str) -> None:
+    """Only the attempts that never block keep the GIL (build_ffi.KEEPS_GIL)."""
+    queue = make_queue(max_messages=1, max_message_size=64)
+    sending = call.startswith("put")
+    if sending:
+        queue.put(b"fills the queue")
+    # A timeout, so that a call wrongly holding the GIL stalls this thread
+    # for that long (and fails below) instead of hanging the test forever.
+    calls: dict[str, Callable[[], object]] = {
+        "get": lambda: [queue.get(timeout=10)],
+        "put": lambda: queue.put(b"blocked", timeout=10),
+        "get_many": lambda: queue.get_many(5, timeout=10),
+        "put_many": lambda: queue.put_many([b"blocked"], timeout=10),
+    }
+    blocked = calls[call]
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(blocked()))
+    worker.start()
+    # This thread keeps running Python code while the worker is blocked.
+    start = previous = time.monotonic()
+    longest_stall = 0.0
+    while previous - start < 0.3:
+        now = time.monotonic()
+        longest_stall = max(longest_stall, now - previous)
+        previous = now
+    assert longest_stall < 2  # a held GIL stalls it for the whole 10 s timeout
+    assert worker.is_alive()
+    if sending:
+        assert queue.get() == b"fills the queue"
+    else:
+        queue.put(b"wake up")
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    if sending:
+        assert queue.get(timeout=0) == b"blocked"
+    else:
+        assert result == [[b"wake up"]]
+
+
+def test_many_threads_share_one_queue_without_losing_or_mixing(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_messages=10, max_message_size=64)
+    producers, consumers, per_producer = 3, 4, 2000
+    total = producers * per_producer
+    received: list[list[bytes]] = [[] for _ in range(consumers)]
+
+    def produce(p: int) -> None:
+        for i in range(per_producer):
+            payload = f"{p}:{i}:".encode() + bytes([i % 251]) * (i % 40)
+            if i % 2:
+                queue.put(payload)
+            else:
+                queue.put_many([payload])
+
+    def consume(c: int) -> None:
+        while True:
+            try:
+                batch = queue.get_many(5, timeout=2) if c % 2 else [queue.get(timeout=2)]
+            except TimedOutError:
+                return
+            received[c].extend(batch)
+
+    threads = [threading.Thread(target=consume, args=(c,)) for c in range(consumers)]
+    threads += [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    everything = [m for part in received for m in part]
+    assert len(everything) == total
+    expected = {
+        f"{p}:{i}:".encode() + bytes([i % 251]) * (i % 40)
+        for p in range(producers)
+        for i in range(per_producer)
+    }
+    assert set(everything) == expected
+    # Each consumer saw each producer's messages in the order they were sent.
+    for part in received:
+        for p in range(producers):
+            sequence = [int(m.split(b":")[1]) for m in part if m.startswith(f"{p}:".encode())]
+            assert sequence == sorted(sequence)

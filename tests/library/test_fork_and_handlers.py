@@ -17,8 +17,16 @@ from typing import Any, Callable, List
 
 import pytest
 
-from baseplate.message_queue import MessageQueue, QueueClosedError, TimedOutError
-from helpers import settled_open_fds, unique_name, unlink_quietly
+from baseplate.message_queue import (
+    MessageQueue,
+    QueueClosedError,
+    TimedOutError,
+)
+from helpers import (
+    settled_open_fds,
+    unique_name,
+    unlink_quietly,
+)
 
 MakeQueue = Callable[..., MessageQueue]
 
@@ -319,3 +327,58 @@ def test_a_loop_that_will_not_run_again_keeps_no_descriptor(queue_name: str, how
     unlink_quietly(other)
     del empty, full, tasks
     assert settled_open_fds() <= before
+
+
+# -- fork, and signal handlers around get_into ------------------------------------
+
+
+def test_queue_opened_before_fork_works_in_the_child(queue: MessageQueue) -> None:
+    queue.put(b"from parent")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = queue.get(timeout=5) == b"from parent"
+            queue.put(b"from child")
+            os._exit(0 if ok else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert queue.get(timeout=5) == b"from child"
+
+
+def test_a_signal_handler_that_raises_interrupts_a_blocked_get_into(queue: MessageQueue) -> None:
+    class Interrupted(Exception):
+        pass
+
+    def raise_interrupted(signum: int, frame: Any) -> None:
+        raise Interrupted()
+
+    buffer = bytearray(queue.max_message_size)
+    previous = signal.signal(signal.SIGALRM, raise_interrupted)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    start = time.monotonic()
+    try:
+        with pytest.raises(Interrupted):
+            queue.get_into(buffer)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - start < 3
+    queue.put(b"not lost")
+    assert queue.get_into(buffer, timeout=0) == (8, 0)
+
+
+def test_a_signal_handler_that_returns_lets_get_into_go_on(queue: MessageQueue) -> None:
+    calls: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: calls.append(signum))
+    signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+    buffer = bytearray(queue.max_message_size)
+    try:
+        threading.Timer(0.3, queue.put, args=(b"after the storm",)).start()
+        assert queue.get_into(buffer) == (15, 0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(calls) > 10
+    assert buffer[:15] == b"after the storm"

@@ -1,5 +1,6 @@
-"""Pickles made by 2.0 still load: they name ``baseplate.message_queue._rebuild_message``
-and ``baseplate.message_queue.errors._rebuild_words``, which stay importable.
+"""The exceptions form one hierarchy; and pickles made by 2.0 still load: they
+name ``baseplate.message_queue._rebuild_message`` and
+``baseplate.message_queue.errors._rebuild_words``, which stay importable.
 
 The bytes below were made by 2.0 itself (the commit before issue 27), with
 ``pickle.dumps(obj)`` under CPython 3.11. (A MessageTooLargeError pickled by
@@ -12,7 +13,18 @@ from __future__ import annotations
 import pickle
 
 import baseplate.message_queue as mq
-from baseplate.message_queue import errors, message
+from baseplate.message_queue import (
+    InvalidParametersError,
+    MessageQueueError,
+    MessageQueueOSError,
+    MessageTooLargeError,
+    QueueExistsError,
+    QueueNotFoundError,
+    QueuePermissionError,
+    TimedOutError,
+    errors,
+    message,
+)
 
 MESSAGE_2_0 = (
     b"\x80\x04\x95>\x00\x00\x00\x00\x00\x00\x00\x8c\x17baseplate.message_queue\x94\x8c\x10_"
@@ -79,3 +91,18 @@ def test_errors_pickled_by_2_0_load_with_their_wording() -> None:
 def test_pickles_made_now_load_as_2_0_made_them() -> None:
     assert pickle.dumps(pickle.loads(WORDS_2_0)) == WORDS_2_0
     assert pickle.dumps(pickle.loads(MESSAGE_PRIORITY_2_0)) == MESSAGE_PRIORITY_2_0
+
+
+def test_errors_form_one_hierarchy() -> None:
+    assert issubclass(TimedOutError, MessageQueueError)
+    assert issubclass(InvalidParametersError, ValueError)
+    assert issubclass(MessageTooLargeError, ValueError)
+    for cls, base in (
+        (QueueNotFoundError, FileNotFoundError),
+        (QueueExistsError, FileExistsError),
+        (QueuePermissionError, PermissionError),
+    ):
+        assert issubclass(cls, MessageQueueOSError) and issubclass(cls, base)
+    assert issubclass(MessageQueueOSError, OSError) and issubclass(
+        MessageQueueOSError, MessageQueueError
+    )
