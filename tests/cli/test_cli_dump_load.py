@@ -1,4 +1,5 @@
-"""Operators' tools: ls, and lossless dump and load."""
+"""dump and load: lossless JSON Lines of every byte and priority, and the
+lines load refuses. Real processes on real queues."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import pytest
 
 from baseplate.message_queue import Message, MessageQueue
 from baseplate.message_queue.cli.dump_format import dump_line, parse_dump_line
-from helpers import BPMQ, SCRIPT, run, run_in_mount_namespace, unlink_quietly
+from helpers import BPMQ, SCRIPT, run, unlink_quietly
 
 MakeQueue = Callable[..., MessageQueue]
+
 
 # Ten messages that plain lines could not carry: NUL, newlines, bytes that
 # are not UTF-8, an empty one, text beyond ASCII, and mixed priorities.
@@ -42,6 +44,12 @@ def fill(queue: MessageQueue) -> list[tuple[bytes, int]]:
 
 def contents(queue: MessageQueue) -> list[tuple[bytes, int]]:
     return [(bytes(m), m.priority) for m in queue.get_many(100, timeout=0)]
+
+
+def _message(payload: bytes, priority: int) -> Message:
+    message = Message(payload)
+    message.priority = priority
+    return message
 
 
 def test_dump_and_load_round_trip_every_byte_and_priority(
@@ -189,87 +197,6 @@ def test_dump_into_a_full_device_puts_everything_back(make_queue: MakeQueue) -> 
         result = subprocess.run([*BPMQ, "dump", queue.name], stdout=full, stderr=subprocess.PIPE)
     assert result.returncode == 74
     assert contents(queue) == [(b"kept", 5)]
-
-
-def _message(payload: bytes, priority: int) -> Message:
-    message = Message(payload)
-    message.priority = priority
-    return message
-
-
-# -- ls ------------------------------------------------------------------------------
-
-LS = """
-import sys
-from baseplate.message_queue.cli import main
-sys.argv = ["baseplate-mq", "ls", *sys.argv[1:]]
-main()
-"""
-
-
-def test_ls_lists_queues_sorted_with_their_facts(make_queue: MakeQueue) -> None:
-    tag = uuid.uuid4().hex
-    second = make_queue(f"/ls-{tag}-b", max_messages=3, max_message_size=64, mode=0o640)
-    first = make_queue(f"/ls-{tag}-a", max_messages=5, max_message_size=32)
-    first.put(b"waiting")
-    as_json = run_in_mount_namespace(LS, mounted=True, args=("--json",))
-    assert as_json.returncode == 0, as_json.stderr
-    listed = json.loads(as_json.stdout)
-    ours = [q for q in listed if tag in q["name"]]
-    assert [q["name"] for q in ours] == [first.name, second.name]
-    assert ours[0] == {
-        "name": first.name,
-        "max_messages": 5,
-        "max_message_size": 32,
-        "current_messages": 1,
-        "mode": "0600",
-        "owner": "root",
-        "uid": 0,
-        "group": "root",
-        "gid": 0,
-    }
-    names = [q["name"] for q in listed]
-    assert names == sorted(names)
-    text = run_in_mount_namespace(LS, mounted=True).stdout.splitlines()
-    assert text[0].split() == ["MESSAGES", "MAX", "SIZE", "MODE", "OWNER", "NAME"]
-    row = next(line for line in text if first.name in line)
-    assert row.split() == ["1", "5", "32", "0600", "root", first.name]
-
-
-# ls as uid 65534, forked (and imported) first: no new interpreter as that user.
-LS_AS_NOBODY = """
-import os, sys
-from click.testing import CliRunner
-import baseplate.message_queue.queue
-from baseplate.message_queue.cli.commands import cli
-pid = os.fork()
-if pid == 0:
-    os.setgroups([]); os.setgid(65534); os.setuid(65534)
-    result = CliRunner().invoke(cli, ["ls"])
-    print(result.exit_code)
-    print(result.output, end="")
-    sys.stdout.flush()  # os._exit() flushes nothing
-    os._exit(0)
-os.waitpid(pid, 0)
-"""
-
-
-def test_ls_shows_what_it_can_of_a_queue_this_user_may_not_open(make_queue: MakeQueue) -> None:
-    private = make_queue(mode=0o600)  # root's
-    result = run_in_mount_namespace(LS_AS_NOBODY, mounted=True)
-    code, *output = result.stdout.splitlines()
-    assert code == "0", result
-    row = next(line for line in output if private.name in line)
-    assert row.split() == ["?", "?", "?", "0600", "root", private.name]
-
-
-def test_ls_without_the_mqueue_file_system_says_how_to_mount_it() -> None:
-    result = run_in_mount_namespace(LS, mounted=False)
-    assert result.returncode == 1
-    assert result.stderr == (
-        "baseplate-mq: error: the mqueue file system is not mounted, so the queues cannot be "
-        "listed; mount it as root: mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue\n"
-    )
 
 
 def test_the_dump_format_round_trips_any_bytes() -> None:
