@@ -2,8 +2,11 @@
 
 The layers, from the bottom: ``build_ffi.py`` declares the C surface, which
 ``csrc/`` implements; :mod:`baseplate.message_queue._mqueue` is the raw cffi
-binding it generates; the modules of this package are the Python API, and
-:mod:`baseplate.message_queue.cli` the command line over it. Every
+binding it generates, which :mod:`baseplate.message_queue.binding` alone
+imports (and refuses if it was built from another surface); an open
+queue's state lives in :mod:`baseplate.message_queue.handle`; the modules
+above it are the Python API, and :mod:`baseplate.message_queue.cli` the
+command line over it. Every
 ``errno`` becomes an exception in one place,
 :func:`baseplate.message_queue.diagnoses.error_for`; every argument is checked
 before any system call (:mod:`baseplate.message_queue.checks`); every wait
