@@ -96,15 +96,24 @@ class MessageQueueError(Exception):
     words: Optional[Wording] = None
 
 
-class TimedOutError(MessageQueueError):
+class TimedOutError(MessageQueueError, TimeoutError):
     """The operation did not complete before its timeout.
+
+    Also a :class:`TimeoutError`, as socket's and asyncio's timeouts are: so
+    an :class:`OSError` too, whose ``errno`` is ``ETIMEDOUT`` (``strerror``
+    is None, and ``str(error)`` is the message).
 
     ``sent`` is the number of messages :meth:`MessageQueue.put_many` had sent
     before the timeout ran out (0 for other operations).
     """
 
     def __init__(self, message: str = "timed out", sent: int = 0) -> None:
+        # OSError's own argument parsing would take (message, sent) for
+        # (errno, strerror): a subclass that defines __init__ parses here,
+        # given the message alone, so args is (message,) as in 2.0, and
+        # pickles are the same both ways.
         super().__init__(message)
+        self.errno = errno.ETIMEDOUT
         self.sent = sent
 
 
