@@ -4,7 +4,8 @@ Timings on a shared machine drift by 10% from run to run; instruction counts
 do not. This runs 1-byte round trips under ``valgrind --tool=callgrind``
 twice (0 and N messages) and prints the difference per message: the
 user-space cost of each competitor's Python and C code, system calls
-excluded. The loops: ``put`` plus ``get``; the users' event pattern,
+excluded. The loops: ``put`` plus ``get``; ``put`` plus the next turn of
+a ``for message in queue`` loop; the users' event pattern,
 ``put(m, timeout=0)`` plus ``get(timeout=0.2)``; ``put`` plus ``get_into``
 a reused buffer; ``put_many`` plus ``get_many`` of 8, per message; the raw
 cffi calls of the first attempts alone; posix_ipc's ``send`` plus
@@ -25,6 +26,7 @@ import uuid
 ROUND_TRIPS = 20_000
 LOOPS = [
     "put + get",
+    "put + for",
     "event pattern",
     "put + get_into",
     "batches of 8",
@@ -47,6 +49,15 @@ def _loop(which: str, n: int) -> None:
             for _ in range(n):
                 put(message)
                 get()
+        elif which == "put + for":  # the consumer's for loop, beside "put + get"
+            put, left = queue.put, n
+            if left:
+                put(message)
+                for _ in queue:
+                    left -= 1
+                    if not left:
+                        break
+                    put(message)
         elif which == "event pattern":
             put, get = queue.put, queue.get
             for _ in range(n):

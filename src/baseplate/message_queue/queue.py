@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import deque
-from typing import TYPE_CHECKING, Any, NoReturn, Optional, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, NoReturn, Optional, Union
 
 from baseplate.message_queue import event_loop, notification, waiting
 from baseplate.message_queue import handle as handles
@@ -45,7 +45,7 @@ from baseplate.message_queue.checks import (
     not_writable,
 )
 from baseplate.message_queue.diagnoses import error_for
-from baseplate.message_queue.errors import closed_error, invalid
+from baseplate.message_queue.errors import QueueClosedError, TimedOutError, closed_error, invalid
 from baseplate.message_queue.handle import Handle, open_handle
 from baseplate.message_queue.message import LENGTH_MASK, PACK_SHIFT, Message, message_at
 
@@ -390,6 +390,97 @@ class MessageQueue(BatchCalls):
         result = _bp_try_put(self._queue, data, len(data), priority)
         if result:
             await event_loop.send(self._handle, data, priority, deadline, -result)
+
+    # -- iteration ---------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Message]:
+        """``for message in queue``: each next message, as :meth:`get` takes
+        it (waiting as long as it takes), priority included.
+
+        The loop ends, with no exception, once the queue is closed: by
+        :meth:`close` from another thread, or from a signal handler in the
+        iterating thread. A queue already closed raises
+        :class:`QueueClosedError` here, at once. ``list(queue)`` (and
+        ``put_many(queue)``, which takes a list of it) waits until the queue
+        is closed: use :meth:`drain` to take only what is there. Each thread
+        iterates with its own ``for``.
+        """
+        if self._closed:
+            raise closed_error(self.name)
+        return self._messages()
+
+    def _messages(self) -> Iterator[Message]:
+        """The iterator of :meth:`__iter__`: :meth:`get`'s body, one call into
+        C per message, until the queue is closed."""
+        buffers = self._buffers
+        while True:
+            try:
+                buffer = buffers.pop()
+            except IndexError:
+                buffer = self._handle.new_buffer()
+            result = _bp_try_get(buffer[0])
+            if result < 0:
+                try:
+                    result = self._get_slowly(buffer, None, -result)
+                except QueueClosedError:
+                    return
+            if result <= LENGTH_MASK:
+                message = Message(buffer[1][:result])
+            else:
+                message = message_at(buffer[1], 0, result)
+            buffers.append(buffer)
+            yield message
+
+    def drain(self, timeout: Optional[float] = 0) -> Iterator[Message]:
+        """Iterate over the messages that come within ``timeout`` of each other.
+
+        Each next message is taken as ``get(timeout)`` takes it; the iterator
+        stops, with no exception, at the first wait that runs out (with the
+        default 0: as soon as the queue is empty), or once the queue is
+        closed. ``timeout=None`` waits as ``for message in queue`` does. The
+        timeout is checked here, as is whether the queue is closed
+        (:class:`QueueClosedError`); ``put_many(other.drain())`` moves what
+        ``other`` holds now.
+        """
+        check_timeout(timeout)
+        if self._closed:
+            raise closed_error(self.name)
+        return self._drained(timeout)
+
+    def _drained(self, timeout: Optional[float]) -> Iterator[Message]:
+        get = self.get
+        while True:
+            try:
+                message = get(timeout)
+            except (TimedOutError, QueueClosedError):
+                return
+            yield message
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        """``async for message in queue``: each next message, as
+        :meth:`get_async` takes it, on the running event loop; ends, with no
+        exception, once the queue is closed (from any thread or task). A
+        queue already closed raises :class:`QueueClosedError` here, at once."""
+        if self._closed:
+            raise closed_error(self.name)
+        return self._messages_async()
+
+    async def _messages_async(self) -> AsyncIterator[Message]:
+        get_async = self.get_async
+        while True:
+            try:
+                message = await get_async()
+            except QueueClosedError:
+                return
+            yield message
+
+    def __contains__(self, item: object) -> bool:
+        """``x in queue`` would take messages until it found ``x``, and wait
+        for more: refused."""
+        raise TypeError(
+            "'in' is not supported by MessageQueue: it would take (and lose) messages, "
+            "and wait for more; receive them with get() or a for loop"
+        )
 
     # -- life cycle --------------------------------------------------------
 
