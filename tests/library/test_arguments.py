@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import numbers
 import threading
 import time
 from decimal import Decimal
@@ -69,7 +70,76 @@ NUMPY = (
         numpy.bool_(True),
     ]
 )
+
+
+class Raising:
+    """An object whose own ``__index__`` and ``__float__`` raise ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __index__(self) -> int:
+        raise self.error
+
+    def __float__(self) -> float:
+        raise self.error
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.error!r})"
+
+
+class RaisingReal(Raising):
+    """Registered as a real number: a timeout calls its ``__float__``."""
+
+
+class RaisingIntegral(Raising):
+    """Registered as an integer: a timeout calls its ``__index__``."""
+
+
+class RaisingFloat(float):
+    """A float whose own ``__float__`` raises."""
+
+    def __float__(self) -> float:
+        raise ZeroDivisionError("a float subclass")
+
+
+numbers.Real.register(RaisingReal)
+numbers.Integral.register(RaisingIntegral)
+
+ERRORS = st.sampled_from(
+    [ZeroDivisionError, ValueError, OverflowError, RuntimeError, LookupError, TypeError]
+).map(lambda kind: kind("from a dunder"))
+RAISING = st.one_of(
+    st.builds(Raising, ERRORS),
+    st.builds(RaisingReal, ERRORS),
+    st.builds(RaisingIntegral, ERRORS),
+    st.builds(RaisingFloat, st.floats()),
+)
+# Exact numbers of any exponent: each is decided at once (refused, or a
+# timeout, rounded up to 1 ns when shorter), never after a conversion that
+# grows with its exponent.
+EXPONENTS = st.integers(min_value=-(10**18) + 1, max_value=10**18 - 1)  # Decimal's range
+HUGE_EXACT = st.one_of(
+    st.builds(
+        lambda sign, digit, exponent: Decimal(f"{sign}{digit}e{exponent}"),
+        st.sampled_from(["", "-"]),
+        st.integers(0, 9),
+        EXPONENTS,
+    ),
+    st.builds(
+        lambda top, bottom, sign: Fraction(sign * (2**top + 1), 2**bottom + 1),
+        st.integers(0, 200_000),
+        st.integers(0, 200_000),
+        st.sampled_from([1, -1]),
+    ),
+)
+# Lone surrogates: UTF-8 cannot encode them (U+DC80 to U+DCFF it can, through
+# surrogateescape).
+SURROGATES = st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=3)
 ANYTHING = st.one_of(
+    RAISING,
+    HUGE_EXACT,
+    SURROGATES,
     st.none(),
     st.booleans(),
     st.integers(),
@@ -104,6 +174,12 @@ def calls(queue: MessageQueue) -> Dict[str, Callable[[Any], Any]]:
         "get_async timeout": lambda v: run(queue.get_async(timeout=v)),
         "put_async timeout": lambda v: run(queue.put_async(b"x", timeout=v)),
         "put_async priority": lambda v: run(queue.put_async(b"x", timeout=0, priority=v)),
+        "put message": lambda v: queue.put(v, timeout=0),
+        "put_many messages": lambda v: queue.put_many(v, timeout=0),
+        "put_many a message": lambda v: queue.put_many([b"ok", v], timeout=0),
+        "put_async message": lambda v: run(queue.put_async(v, timeout=0)),
+        "drain timeout": lambda v: next(queue.drain(v)),  # takes "ready": no wait
+        "notify": lambda v: queue.notify(v),
     }
 
 
@@ -119,6 +195,12 @@ CALLS = [
     "get_async timeout",
     "put_async timeout",
     "put_async priority",
+    "put message",
+    "put_many messages",
+    "put_many a message",
+    "put_async message",
+    "drain timeout",
+    "notify",
 ]
 
 
@@ -137,11 +219,13 @@ def accepted_or_typed(call: Callable[[Any], Any], value: Any) -> bool:
 def any_value_on(name: str, value: Any) -> None:
     """``value`` on call ``name``: accepted, or refused with a typed error, and
     then nothing has moved. A queue of its own, unlinked after."""
-    queue = MessageQueue(unique_name(), max_messages=4, max_message_size=16)
+    queue = MessageQueue(unique_name(), max_messages=4, max_message_size=64)
     try:
         queue.put(b"ready")  # a message to take, and room to put
+        start = time.monotonic()
         if not accepted_or_typed(calls(queue)[name], value):
             assert queue.current_messages == 1  # refused: nothing moved
+        assert time.monotonic() - start < 2  # decided at once: nothing waits
     finally:
         queue.close()
         unlink_quietly(queue.name)
@@ -370,3 +454,135 @@ def test_timeout_zero_on_a_blocked_queue_raises_at_once(make_queue: MakeQueue, c
         ready_calls(queue, 0)[call]()
     assert time.monotonic() - start < 0.1
     assert queue.current_messages == (1 if call.startswith("put") else 0)
+
+
+TIMEOUT_CALLS = [name for name in CALLS if name.endswith("timeout")]
+NUMBER_CALLS = [name for name in CALLS if name.endswith(("priority", "count"))]
+
+
+@pytest.mark.parametrize("name", NUMBER_CALLS)
+@pytest.mark.parametrize("kind", [Raising, RaisingReal, RaisingIntegral])
+def test_a_raising_index_is_a_type_error_chained_from_it(
+    queue: MessageQueue, name: str, kind: type
+) -> None:
+    queue.put(b"ready")
+    error = ZeroDivisionError("boom")
+    with pytest.raises(TypeError, match="ZeroDivisionError: boom") as caught:
+        calls(queue)[name](kind(error))
+    assert caught.value.__cause__ is error
+    assert queue.current_messages == 1
+
+
+@pytest.mark.parametrize("name", TIMEOUT_CALLS)
+@pytest.mark.parametrize(
+    "value",
+    [RaisingReal(ZeroDivisionError("boom")), RaisingIntegral(ZeroDivisionError("boom"))],
+    ids=["__float__", "__index__"],
+)
+def test_a_raising_dunder_of_a_timeout_is_a_type_error_chained_from_it(
+    queue: MessageQueue, name: str, value: Raising
+) -> None:
+    queue.put(b"ready")
+    with pytest.raises(TypeError, match="ZeroDivisionError: boom") as caught:
+        calls(queue)[name](value)
+    assert caught.value.__cause__ is value.error
+    assert queue.current_messages == 1
+
+
+@pytest.mark.parametrize("argument", ["max_messages", "max_message_size", "mode"])
+def test_a_raising_index_in_the_constructor_is_a_type_error_chained_from_it(
+    queue_name: str, argument: str
+) -> None:
+    error = ZeroDivisionError("boom")
+    with pytest.raises(TypeError) as caught:
+        MessageQueue(queue_name, **{argument: cast(Any, Raising(error))})
+    assert caught.value.__cause__ is error
+    assert not queue_exists(queue_name)
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize("name", ["put priority", "get_many count", "get timeout"])
+def test_keyboard_interrupt_and_system_exit_from_a_dunder_pass_through(
+    queue: MessageQueue, name: str, stop: type
+) -> None:
+    value = RaisingIntegral(stop()) if name.endswith("timeout") else Raising(stop())
+    with pytest.raises(stop):
+        calls(queue)[name](value)
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [Decimal("1e100000000"), Decimal("1e10000000"), Fraction(10**100_000, 3), 2**100_000],
+    ids=["1e100000000", "1e10000000", "Fraction 10**100000/3", "2**100000"],
+)
+def test_a_huge_exact_timeout_is_refused_at_once(queue: MessageQueue, timeout: Any) -> None:
+    start = time.process_time()
+    with pytest.raises(InvalidParametersError, match="too large"):
+        queue.get(timeout=timeout)
+    assert time.process_time() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [Decimal("-1e999999999999999999"), Decimal("-1e-999999999"), Fraction(-(10**100_000), 3)],
+    ids=["-1e999999999999999999", "-1e-999999999", "-10**100000/3"],
+)
+def test_a_negative_exact_timeout_of_any_size_is_refused_at_once(
+    queue: MessageQueue, timeout: Any
+) -> None:
+    start = time.process_time()
+    with pytest.raises(InvalidParametersError, match="is invalid"):
+        queue.put(b"x", timeout=timeout)
+    assert time.process_time() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [Decimal("1e-10000000"), Decimal("1e-999999999999999999"), Fraction(1, 10**100_000), 1e-300],
+    ids=["1e-10000000", "1e-999999999999999999", "1/10**100000", "1e-300"],
+)
+def test_a_positive_timeout_under_a_nanosecond_waits_one(queue: MessageQueue, timeout: Any) -> None:
+    from baseplate.message_queue.checks import check_timeout
+
+    start = time.process_time()
+    assert check_timeout(timeout) == 1
+    with pytest.raises(TimedOutError):
+        queue.get(timeout=timeout)
+    assert time.process_time() - start < 0.5
+
+
+def test_exact_timeouts_round_up_to_the_nanosecond() -> None:
+    from baseplate.message_queue.checks import check_timeout
+
+    assert check_timeout(Fraction(1, 3)) == 333_333_334
+    assert check_timeout(Decimal("0.0000000011")) == 2
+    assert check_timeout(Decimal("-0")) == 0
+    assert check_timeout(Decimal("0E-1000000000")) == 0
+    assert check_timeout(Decimal(TIMEOUT_MAX)) == int(TIMEOUT_MAX) * 10**9
+    with pytest.raises(InvalidParametersError, match="too large"):
+        check_timeout(Decimal(f"{int(TIMEOUT_MAX)}.{'0' * 40}1"))  # exact, as given
+    with pytest.raises(InvalidParametersError, match="too large"):
+        check_timeout(Fraction(int(TIMEOUT_MAX) * 10**20 + 1, 10**20))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda q: q.put("ab\ud800"),
+        lambda q: q.put_many(["ok", "ab\ud800"]),
+        lambda q: asyncio.run(q.put_async("ab\ud800")),
+    ],
+    ids=["put", "put_many", "put_async"],
+)
+def test_a_lone_surrogate_names_its_position_and_the_fix(
+    queue: MessageQueue, call: Callable[[MessageQueue], Any]
+) -> None:
+    with pytest.raises(InvalidParametersError, match=r"position 2.*encode it yourself"):
+        call(queue)
+    assert queue.current_messages == 0
+
+
+def test_surrogateescape_still_carries_undecodable_bytes(queue: MessageQueue) -> None:
+    text = b"caf\xe9".decode("utf-8", "surrogateescape")
+    queue.put(text)
+    assert queue.get() == b"caf\xe9"
