@@ -586,3 +586,9 @@ def test_surrogateescape_still_carries_undecodable_bytes(queue: MessageQueue) ->
     text = b"caf\xe9".decode("utf-8", "surrogateescape")
     queue.put(text)
     assert queue.get() == b"caf\xe9"
+
+
+@pytest.mark.parametrize("how", [10**5000, -(10**5000), 0], ids=["10**5000", "-10**5000", "0"])
+def test_notify_refuses_a_signal_number_of_any_size(queue: MessageQueue, how: int) -> None:
+    with pytest.raises(InvalidParametersError, match="a signal number is 1 to"):
+        queue.notify(how)

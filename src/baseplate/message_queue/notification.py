@@ -37,6 +37,7 @@ import weakref
 from typing import Callable, Dict, Iterable, Optional, Tuple, Union
 
 from baseplate.message_queue.binding import ffi, lib
+from baseplate.message_queue.checks import shown
 from baseplate.message_queue.errors import (
     MessageQueueOSError,
     Wording,
@@ -84,7 +85,8 @@ def _parse(how: How) -> tuple[int, Optional[Callable[[], object]]]:
     if isinstance(how, int) and not isinstance(how, bool):
         if not 0 < how < lib.NSIG:
             raise invalid(
-                f"notify({how}): a signal number is 1 to {lib.NSIG - 1}, such as signal.SIGUSR1"
+                f"notify({shown(how)}): a signal number is 1 to {lib.NSIG - 1}, "
+                "such as signal.SIGUSR1"
             )
         return how, None
     if callable(how):
