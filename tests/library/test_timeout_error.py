@@ -17,7 +17,7 @@ import pytest
 
 import baseplate.message_queue as package
 from baseplate.message_queue import MessageQueue, MessageQueueError, TimedOutError
-from baseplate.message_queue.errors import Words, about
+from baseplate.message_queue.errors import Wording, worded
 
 MakeQueue = Callable[..., MessageQueue]
 
@@ -43,8 +43,8 @@ def test_timed_out_error_is_a_timeout_error_and_a_message_queue_error(
 
 def test_timed_out_error_built_as_waiting_builds_it() -> None:
     """OSError parses (errno, strerror) from two arguments: not ours."""
-    words = Words("timed out waiting for room in queue {queue}", queue="/q")
-    error = about(TimedOutError(str(words), 3), words)
+    words = Wording("timed out waiting for room in queue {queue}", queue="/q")
+    error = worded(TimedOutError(str(words), 3), words)
     assert error.args == ("timed out waiting for room in queue '/q'",)
     assert str(error) == "timed out waiting for room in queue '/q'"
     assert (error.errno, error.strerror, error.filename) == (errno.ETIMEDOUT, None, None)
@@ -95,13 +95,13 @@ BARE_PICKLED_BY_2_0 = (
 
 
 def _as_send_batch_builds_it() -> TimedOutError:
-    words = Words(
+    words = Wording(
         "timed out waiting for room in queue {queue} after sending {sent} of {total} messages",
         queue="/q",
         sent=3,
         total=8,
     )
-    return about(TimedOutError(str(words), 3), words)
+    return worded(TimedOutError(str(words), 3), words)
 
 
 @pytest.mark.parametrize("protocol", sorted(PICKLED_BY_2_0))

@@ -13,6 +13,7 @@ loads no binding. Which exception an ``errno`` becomes is decided in
 
 from __future__ import annotations
 
+import errno
 from typing import Any, Dict, Optional, TypeVar
 
 PUBLIC_MODULE = "baseplate.message_queue"
