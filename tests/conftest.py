@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from baseplate.message_queue import MessageQueue
-from baseplate.message_queue.cli.signals import die
+from baseplate.message_queue.cli.signals import die, ending_signals, ignored_at_start
 from helpers import handed_out, unique_name, unlink_quietly
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -43,14 +43,26 @@ def _default_stopping_signals() -> None:
             pass
 
 
+def _still_ignored(signum: int, frame: Any) -> None:
+    """A signal the run was started ignoring: still ignored here, but caught,
+    so that the commands the tests start get it by default (exec resets a
+    caught signal, and keeps an ignored one)."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Adopt the orphans of our children (prctl PR_SET_CHILD_SUBREAPER), so that
-    a grandchild whose parent died is still ours to kill and reap; and end on
-    SIGTERM or SIGHUP as on Ctrl-C, after the clean-up."""
+    a grandchild whose parent died is still ours to kill and reap; end on
+    SIGTERM or SIGHUP as on Ctrl-C, after the clean-up; and start the commands
+    the tests signal with each signal's default action, however the run was
+    started (a script's background job ignores SIGINT and SIGQUIT, nohup
+    SIGHUP). The tests of "ignored at start stays ignored" ignore it themselves."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    for signum in _STOPPING:
-        if signal.getsignal(signum) == signal.SIG_DFL:
+    ignored = ignored_at_start()  # the kernel's word: PyPy reports SIG_DFL for these
+    for signum in ending_signals():
+        if signum in ignored:
+            signal.signal(signum, _still_ignored)
+        elif signum in _STOPPING and signal.getsignal(signum) == signal.SIG_DFL:
             signal.signal(signum, _interrupt)
     os.register_at_fork(after_in_child=_default_stopping_signals)
 

@@ -110,3 +110,27 @@ def test_a_failing_or_interrupted_test_leaves_nothing_behind(tmp_path: Path, how
     assert run.returncode != 0
     assert alive_with(marker) == []  # the blocked child was killed and reaped
     assert not any(queue_exists(name) for name in names)  # every queue unlinked
+
+
+def test_the_suite_passes_when_started_with_signals_ignored() -> None:
+    """Started from a script's background job (SIGINT and SIGQUIT ignored)
+    under nohup (SIGHUP ignored), the commands the tests signal still end by
+    those signals: the suite gives them each signal's default action."""
+
+    def as_a_background_job_under_nohup() -> None:
+        for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+
+    chosen = "ends_a_waiting_read_as_it_would and (SIGINT or SIGQUIT or SIGHUP or SIGTERM)"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+               str(TESTS / "cli" / "test_cli_signals.py"), "-k", chosen]  # fmt: skip
+    result = subprocess.run(
+        command,
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=as_a_background_job_under_nohup,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "4 passed" in result.stdout, result.stdout[-3000:]
