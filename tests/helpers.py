@@ -259,6 +259,23 @@ def run(
     return result
 
 
+def has_open(pid: int, queue_name: str) -> bool:
+    """Whether process ``pid`` has queue ``queue_name`` open (False once it is gone)."""
+    try:
+        return any(os.readlink(fd) == queue_name for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # it has just ended, or its descriptors changed meanwhile
+        return False
+
+
+def wait_until_open(pid: int, queue_name: str, timeout: float = 10) -> None:
+    """Wait until process ``pid`` has queue ``queue_name`` open: past its start-up."""
+    deadline = time.monotonic() + timeout
+    while not has_open(pid, queue_name):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not open {queue_name} within {timeout} s")
+        time.sleep(0.002)
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 

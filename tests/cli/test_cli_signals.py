@@ -21,6 +21,7 @@ from helpers import (
     BPMQ,
     Producer,
     drain,
+    has_open,
     need_root,
     run_cli_as_nobody,
 )
@@ -301,13 +302,8 @@ def wait_for_a_child_with(parent: int, queue_name: str) -> None:
             children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
         except OSError:
             children = []
-        for child in children:
-            try:
-                fds = list(Path(f"/proc/{child}/fd").iterdir())
-                if any(os.readlink(fd) == queue_name for fd in fds):
-                    return
-            except OSError:  # it has just ended, or its fd list changed
-                continue
+        if any(has_open(int(child), queue_name) for child in children):
+            return
         time.sleep(0.002)
     raise AssertionError(f"no child of {parent} opened {queue_name} within 10 s")
 

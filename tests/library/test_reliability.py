@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from baseplate.message_queue import MessageQueue, TimedOutError
-from helpers import STRESS, load_harness, unique_name, unlink_quietly
+from helpers import STRESS, load_harness, unique_name, unlink_quietly, wait_until_open
 
 MakeQueue = Callable[..., MessageQueue]
 loadcheck = load_harness()
@@ -317,7 +317,7 @@ def test_read_keeps_waiting_on_a_queue_unlinked_under_it(make_queue: MakeQueue) 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(0.3)
+    wait_until_open(reader.pid, queue.name)  # else it would create the queue anew
     queue.unlink()
     out, err = reader.communicate(timeout=30)
     assert (reader.returncode, out, err) == (0, b"", b"")
