@@ -24,6 +24,7 @@ from helpers import (
     has_open,
     need_root,
     run_cli_as_nobody,
+    wait_until_open,
 )
 
 MakeQueue = Callable[..., MessageQueue]
@@ -346,7 +347,11 @@ def test_any_signal_on_a_stalled_pipe_loses_and_duplicates_nothing(
         [*BPMQ, "read", queue.name, "--in-flight", "100"], stdout=write_end, stderr=subprocess.PIPE
     )
     os.close(write_end)
-    time.sleep(0.7)  # the pipe is full; the reader waits for room
+    wait_until_open(reader.pid, queue.name)  # past its start-up (slow on PyPy, under load)
+    deadline = time.monotonic() + 10
+    while queue.current_messages == len(sent) and time.monotonic() < deadline:
+        time.sleep(0.005)  # until it takes some
+    time.sleep(0.3)  # the pipe is full; the reader waits for room
     reader.send_signal(signum)
     assert reader.wait(timeout=10) == ends_like(signum)
     os.set_blocking(read_end, False)
