@@ -68,7 +68,7 @@ def test_another_user_is_refused_and_told_whose_queue_it_is(queue_name: str, mou
     message = result.stdout
     assert "permission denied to open queue" in message, result.stderr
     if mounted:
-        assert "it belongs to root (uid 0), gid 0, mode 0600." in message
+        assert "it belongs to root (uid 0), group root (gid 0), mode 0600." in message
     else:
         assert "mount -t mqueue none /dev/mqueue" in message
     assert "mode=0o660" in message  # how to share it

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from baseplate.message_queue import system
 from baseplate.message_queue.errors import (
@@ -41,25 +41,43 @@ def error_for(
     size: int = 0,
     max_messages: int = 0,
     max_message_size: int = 0,
+    wanted: Optional[str] = None,
+    ownership: Optional[Tuple[int, int, int]] = None,
 ) -> MessageQueueError:
     """Build the exception for ``errno`` ``err`` from ``operation`` on queue ``name``.
 
     ``closed`` and ``opened_for`` ("reading" or "writing" when the object was
     opened for one direction only) explain an ``EBADF`` from an object;
     ``size`` is the message's, the sizes those of the queue (asked for, when
-    creating; else its own ``max_message_size``).
+    creating; else its own ``max_message_size``). ``wanted`` is what the
+    caller asked to open it for (``read=``, ``write=``), for a refusal;
+    ``ownership`` the queue's (mode, uid, gid) from its descriptor, for an
+    object opened for one direction only.
     """
     if err == errno.EBADF and closed:
         return closed_error(name)
     if err == errno.EBADF and opened_for is not None:
+        whose = ""
+        fields: Dict[str, Any] = {}
+        if ownership is not None:
+            mode, uid, gid = ownership
+            whose = " (it belongs to {owner}, uid {uid}, group {group}, mode {queue_mode:04o})"
+            fields = {
+                "owner": system.user_name(uid) or str(uid),
+                "uid": uid,
+                "group": system.group_name(gid) or str(gid),
+                "queue_mode": mode,
+            }
         return os_error(
             QueuePermissionError,
             errno.EACCES,
             "cannot {operation} on queue {queue}: it was opened for {direction} only, "
-            "because its mode does not grant this user both read and write access",
+            "because read=/write= asked so, or its mode does not grant this user both read "
+            "and write access" + whose,
             operation=operation,
             queue=name,
             direction=opened_for,
+            **fields,
         )
     if err == errno.EMSGSIZE:
         words = Wording(
@@ -80,7 +98,7 @@ def error_for(
             QueueExistsError, err, "queue {queue} already exists (exclusive=True)", queue=name
         )
     if err in (errno.EACCES, errno.EPERM):
-        return _refused(err, name, operation)
+        return _refused(err, name, operation, wanted)
     if operation == "create" and err == errno.EINVAL:
         return _invalid_sizes(name, max_messages, max_message_size)
     if operation == "create" and err in (errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.ENOMEM):
@@ -95,9 +113,17 @@ def error_for(
     )
 
 
-def _refused(err: int, name: str, operation: str) -> QueuePermissionError:
-    """Permission denied: say whose queue it is, with what mode, and what to do."""
+def _refused(
+    err: int, name: str, operation: str, wanted: Optional[str] = None
+) -> QueuePermissionError:
+    """Permission denied: say whose queue it is, with what mode, and what to do.
+
+    Without the mqueue mount the owner and mode cannot be read (``ls`` shows
+    ``?``): then say how to mount it. Never probe by opening the queue.
+    """
     owner = system.queue_owner(name)
+    if wanted is not None:
+        operation = f"{operation} (for {wanted})"
     if owner is None:
         return os_error(
             QueuePermissionError,
@@ -114,11 +140,15 @@ def _refused(err: int, name: str, operation: str) -> QueuePermissionError:
         return os_error(
             QueuePermissionError,
             err,
-            "permission denied to {operation} queue {queue}: it is this user's own, but its "
-            "mode {queue_mode:04o} does not allow even its owner to read and write it. Its owner "
-            "may change that (chmod 600 {path}), or re-create the queue",
+            "permission denied to {operation} queue {queue}: it is this user's own ({owner}, "
+            "uid {uid}, group {group}), but its mode {queue_mode:04o} does not allow even its "
+            "owner to read and write it. Its owner may change that (chmod 600 {path}), or "
+            "re-create the queue",
             operation=operation,
             queue=name,
+            owner=owner.user or str(owner.uid),
+            uid=owner.uid,
+            group=system.group_name(owner.gid) or str(owner.gid),
             queue_mode=owner.mode,
             path=system.mqueue_path(name),
         )
@@ -126,13 +156,14 @@ def _refused(err: int, name: str, operation: str) -> QueuePermissionError:
         QueuePermissionError,
         err,
         "permission denied to {operation} queue {queue}: it belongs to {owner} (uid {uid}), "
-        "gid {gid}, mode {queue_mode:04o}. To share a queue, its owner creates it with "
-        "mode=0o660 (--mode 660) and gives it a group this user is in, or the consumer "
-        "runs as {owner} too",
+        "group {group} (gid {gid}), mode {queue_mode:04o}. To share a queue, its owner "
+        "creates it with mode=0o660 (--mode 660) and gives it a group this user is in, or "
+        "the consumer runs as {owner} too",
         operation=operation,
         queue=name,
         owner=owner.user or str(owner.uid),
         uid=owner.uid,
+        group=system.group_name(owner.gid) or str(owner.gid),
         gid=owner.gid,
         queue_mode=owner.mode,
     )

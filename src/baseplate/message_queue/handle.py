@@ -31,16 +31,34 @@ from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from baseplate.message_queue.binding import ffi, lib
 from baseplate.message_queue.diagnoses import error_for
-from baseplate.message_queue.errors import MessageQueueError, closed_error
+from baseplate.message_queue.errors import MessageQueueError, closed_error, invalid
 
 _Buffer = Any  # (data pointer for the helpers, a cffi buffer over it, its owner)
 _BUFFER_HEADER = ffi.offsetof("struct bp_buffer", "data")
 # Receive buffers are filled by the kernel: zeroing them first is wasted work.
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
 
-# The ways to open a queue, tried in turn: both directions, else the one its
-# mode grants this user.
-_ACCESSES = (lib.O_RDWR, lib.O_RDONLY, lib.O_WRONLY)
+# The ways to open a queue, tried in turn, by what the caller asked for
+# (read=, write=: None is "if the mode grants it"): both directions first,
+# then the one its mode grants this user. Each refused try opens nothing.
+_ACCESSES: Dict[Tuple[Optional[bool], Optional[bool]], Tuple[int, ...]] = {
+    (None, None): (lib.O_RDWR, lib.O_RDONLY, lib.O_WRONLY),
+    (True, None): (lib.O_RDWR, lib.O_RDONLY),
+    (None, True): (lib.O_RDWR, lib.O_WRONLY),
+    (True, True): (lib.O_RDWR,),
+    (True, False): (lib.O_RDONLY,),
+    (None, False): (lib.O_RDONLY,),
+    (False, True): (lib.O_WRONLY,),
+    (False, None): (lib.O_WRONLY,),
+}
+# What a refusal says was asked for.
+_WANTED = {
+    (lib.O_RDWR,): "reading and writing",
+    (lib.O_RDONLY,): "reading",
+    (lib.O_WRONLY,): "writing",
+    (lib.O_RDWR, lib.O_RDONLY): "reading",
+    (lib.O_RDWR, lib.O_WRONLY): "writing",
+}
 
 
 class AsyncWaiting:
@@ -107,6 +125,10 @@ class Handle:
     def error(self, err: int, operation: str, size: int = 0) -> MessageQueueError:
         """The exception for ``errno`` ``err`` from ``operation`` on this queue."""
         opened_for = {lib.O_RDONLY: "reading", lib.O_WRONLY: "writing"}.get(self.access)
+        ownership = None
+        if err == errno.EBADF and opened_for is not None and not self.closed:
+            with contextlib.suppress(MessageQueueError):
+                ownership = self.ownership()  # fstat: needs no mount
         return error_for(
             err,
             self.name,
@@ -115,6 +137,7 @@ class Handle:
             opened_for=opened_for,
             size=size,
             max_message_size=self.msgsize,
+            ownership=ownership,
         )
 
     def new_buffer(self) -> _Buffer:
@@ -184,9 +207,19 @@ def _let_go(holds: Dict[int, int], thread: int) -> None:
 # Opening
 
 
-def _open(raw: Any, name: bytes, flags: int, mode: int, sizes: Tuple[int, int]) -> Tuple[int, int]:
+def accesses(read: Optional[bool], write: Optional[bool]) -> Tuple[int, ...]:
+    """The ways to open a queue for ``read=`` and ``write=``, in the order tried."""
+    if read is False and write is False:
+        raise invalid("read=False and write=False: a queue must be opened for one of them")
+    return _ACCESSES[read, write]
+
+
+def _open(
+    raw: Any, name: bytes, flags: int, mode: int, sizes: Tuple[int, int], ways: Tuple[int, ...]
+) -> Tuple[int, int]:
     """Open queue ``name`` into ``raw``: (result, access), result 0 or -errno."""
-    for access in _ACCESSES:
+    access = ways[0]
+    for access in ways:
         result: int = lib.bp_open(raw, name, flags | access, mode, *sizes)
         if result != -errno.EACCES:
             break
@@ -201,23 +234,30 @@ def open_handle(
     exclusive: bool,
     max_messages: int,
     max_message_size: int,
+    read: Optional[bool] = None,
+    write: Optional[bool] = None,
 ) -> Handle:
     """Open (or create) the queue, in both directions if its mode allows,
-    else in the one it grants; raise the error for a refusal."""
+    else in the one it grants, as ``read`` and ``write`` allow (None: if
+    granted; see :class:`~baseplate.message_queue.MessageQueue`); raise the
+    error for a refusal. A refused direction is never probed by opening
+    another: closing that descriptor would cancel this process's
+    notification request on the queue."""
+    ways = accesses(read, write)
     raw = ffi.new("struct bp_queue *")
     raw.mqd = -1  # until opened
     _track(raw)
     try:
         flags = (lib.O_CREAT if create else 0) | (lib.O_EXCL if exclusive else 0)
         sizes = (max_messages, max_message_size)
-        result, access = _open(raw, raw_name, flags, mode, sizes)
+        result, access = _open(raw, raw_name, flags, mode, sizes, ways)
         operation = "create" if create else "open"
         if result == -errno.EACCES and create and not exclusive:
             # Refused with O_CREAT: opening one that exists, or creating one?
             # Ask without: that never creates, and refused, opens nothing (a
             # probe opened and closed would cancel this process's request for
             # notification on the queue).
-            result, access = _open(raw, raw_name, 0, mode, sizes)
+            result, access = _open(raw, raw_name, 0, mode, sizes, ways)
             operation = "create" if result == -errno.ENOENT else "open"
             result = -errno.EACCES if result == -errno.ENOENT else result
         if result < 0:
@@ -227,6 +267,7 @@ def open_handle(
                 operation,
                 max_messages=max_messages,
                 max_message_size=max_message_size,
+                wanted=_WANTED.get(ways),
             )
     except BaseException:
         _handles.discard(raw)  # nothing was opened

@@ -107,6 +107,17 @@ class MessageQueue(BatchCalls):
     :param create: create the queue if it does not exist (else
         :class:`QueueNotFoundError`).
     :param exclusive: fail with :class:`QueueExistsError` if it exists.
+    :param read: open for receiving: True requires it, False refuses it,
+        None (the default) takes it if the queue's mode grants it.
+    :param write: open for sending, likewise. With both None, the queue
+        is opened in both directions, else in the one its mode grants;
+        ``read=True`` (or ``write=True``) alone opens both if granted, else
+        that direction only; ``read=True, write=True`` both or nothing;
+        ``read=True, write=False`` reading only (``read=False, write=True``
+        writing only); ``read=False, write=False`` is
+        :class:`InvalidParametersError`. A refusal raises
+        :class:`QueuePermissionError` here, naming the queue's owner, group
+        and mode and the fix (or how to mount ``/dev/mqueue`` to see them).
 
     An existing queue keeps its own sizes, whatever this call asks for, and
     says nothing: :attr:`max_messages` and :attr:`max_message_size` give
@@ -135,8 +146,13 @@ class MessageQueue(BatchCalls):
         mode: int = 0o600,
         create: bool = True,
         exclusive: bool = False,
+        read: Optional[bool] = None,
+        write: Optional[bool] = None,
     ) -> None:
         raw = encode_name(name)
+        for what, value in (("read", read), ("write", write)):
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"{what}= takes True, False or None, not {type(value).__name__}")
         max_messages = check_size(max_messages, "max_messages")
         max_message_size = check_size(max_message_size, "max_message_size")
         mode = check_mode(mode)
@@ -146,7 +162,7 @@ class MessageQueue(BatchCalls):
         self.name: str = name if isinstance(name, str) else os.fsdecode(name)
 
         handle = open_handle(
-            self.name, raw, mode, create, exclusive, max_messages, max_message_size
+            self.name, raw, mode, create, exclusive, max_messages, max_message_size, read, write
         )
         event_loop.set_up(handle)
         #: The queue's state: the notification request, the holds, the
