@@ -1,15 +1,22 @@
 """baseplate.py's own event pipeline on a baseplate-mq queue (``nox -s baseplate_py``).
 
-The recipe of docs/baseplate_py.rst (docs/baseplate_py_events.py) is loaded
-first, exactly as written, in this process and in the sidecar's. Then
-baseplate.py's publisher sidecar (``publish_events``, which gets with
-``timeout=0.2`` and posts gzip'd batches) runs against a collector on
-127.0.0.1, and its ``EventQueue.put()`` (which puts with ``timeout=0``)
-sends numbered events, retrying while the queue is full. Every event must
-reach the collector once, in order.
+As docs/baseplate_py.rst says, on a default kernel and as any user: the
+queue is created first at the default sizes (``baseplate-mq create
+/events-main --max-messages 10 --max-message-size 8192``), and baseplate.py's
+event publisher sidecar runs through the shipped runner (``python -m
+baseplate.message_queue.baseplate_py event-publisher``) against a collector
+on 127.0.0.1. Then, one after the other, services put numbered events with
+baseplate.py's ``EventQueue.put()``, retrying while the queue is full:
 
-Run as root in an IPC namespace of its own (``unshare --ipc``), where the
-mqueue sysctls may be raised for baseplate.py's 100 KiB events.
+- ``install first``: ``baseplate_py.install()``, then ``baseplate.lib.events``;
+- ``events first``: ``baseplate.lib.events`` imported before ``install()``;
+- ``posix_ipc``: baseplate.py's own module, on the same pre-created queue.
+
+(A warm-up service, as ``install first``, goes before them while the sidecar
+starts.) Each service also checks that an event longer than the queue's
+``max_message_size`` raises ``EventTooLargeError``. Every event must reach
+the collector once and in order; the producers' time in the ``put()`` calls
+that sent an event is printed side by side.
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ import hashlib
 import hmac
 import http.server
 import json
-import runpy
 import shutil
 import signal
 import subprocess
@@ -30,20 +36,60 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Dict, List
 
-RECIPE = Path(__file__).resolve().parent.parent / "docs" / "baseplate_py_events.py"
 SECRET = b"baseplate-mq"
-# The sidecar's queue depth: ulimit -q still binds in the namespace, and only
-# a few messages of 100 KiB fit in its 819200 bytes.
-DEPTH = 5
+# The default kernel's limits: fs.mqueue.msg_max and msgsize_max.
+DEPTH, SIZE = 10, 8192
+SIZES = ("--max-messages", str(DEPTH), "--max-message-size", str(SIZE))
+RUNNER = "baseplate.message_queue.baseplate_py"
+#: Our command line, beside this interpreter.
+BASEPLATE_MQ = str(Path(sys.executable).parent / "baseplate-mq")
+PHASES = ("warm-up", "install first", "events first", "posix_ipc")
 
-# Runs the sidecar as its console script would, after the recipe.
-SIDECAR = """
-import runpy, sys
-runpy.run_path(sys.argv.pop(1))
-from baseplate.sidecars.event_publisher import publish_events
-publish_events()
+# One service: argv = phase, queue name, number of events. Prints its timing as JSON.
+SERVICE = """
+import json, statistics, sys, time
+phase, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if phase in ("warm-up", "install first"):
+    from baseplate.message_queue import baseplate_py
+    baseplate_py.install()
+    from baseplate.lib.events import EventQueue, EventQueueFullError, EventTooLargeError
+elif phase == "events first":
+    from baseplate.lib.events import EventQueue, EventQueueFullError, EventTooLargeError
+    from baseplate.message_queue import baseplate_py
+    baseplate_py.install()
+else:
+    from baseplate.lib.events import EventQueue, EventQueueFullError, EventTooLargeError
+
+queue = EventQueue(name, lambda event: json.dumps(event).encode())
+kind = type(queue.queue).__module__ + "." + type(queue.queue).__qualname__
+if phase != "posix_ipc":
+    assert kind.startswith("baseplate.message_queue."), kind
+    try:
+        queue.put({"phase": phase, "padding": "x" * 9000})
+        raise SystemExit("an event of 9,000 bytes did not raise EventTooLargeError")
+    except EventTooLargeError:
+        pass
+full = 0
+calls = []
+for sequence in range(count):
+    event = {"phase": phase, "sequence": sequence, "padding": "x" * (sequence % 200)}
+    while True:
+        start = time.perf_counter()
+        try:
+            queue.put(event)
+            calls.append(time.perf_counter() - start)
+            break
+        except EventQueueFullError:
+            full += 1
+            time.sleep(0.0005)
+print(json.dumps({
+    "queue class": kind,
+    "times full": full,
+    "seconds in put": sum(calls),
+    "median put, microseconds": round(statistics.median(calls) * 1e6, 2),
+}))
 """
 
 
@@ -80,72 +126,82 @@ class CollectorHandler(http.server.BaseHTTPRequestHandler):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--events", type=int, default=500, help="per phase")
+    parser.add_argument("--queue-name", default="main", help="the queue is /events-NAME")
     args = parser.parse_args()
+    queue = "/events-" + args.queue_name
+    queue_name = ("--queue-name", args.queue_name)
     collector = Collector()
     threading.Thread(target=collector.serve_forever, daemon=True).start()
-    runpy.run_path(str(RECIPE))  # before baseplate.lib.events is imported
-    from baseplate.lib.events import EventQueue, EventQueueFullError
-
-    from baseplate import message_queue
-
+    # The recipe's first step: the queue, at sizes a default kernel allows.
+    subprocess.run(
+        [BASEPLATE_MQ, "create", queue, "--exclusive", *SIZES, "--mode", "660"],
+        check=True,
+    )
     config = Path(tempfile.mkdtemp()) / "sidecar.ini"
     config.write_text(
-        "[event-publisher:main]\n"
+        f"[event-publisher:{args.queue_name}]\n"
         f"collector.hostname = 127.0.0.1:{collector.server_address[1]}\n"
         "collector.scheme = http\n"
         "key.name = test\n"
         f"key.secret = {base64.b64encode(SECRET).decode()}\n"
-        f"max_queue_size = {DEPTH}\n"
     )
-    sidecar = subprocess.Popen([sys.executable, "-c", SIDECAR, str(RECIPE), str(config)])
+    sidecar = subprocess.Popen(
+        [sys.executable, "-m", RUNNER, "event-publisher", str(config), *queue_name]
+    )
+    timings: Dict[str, Any] = {}
     try:
-        # The sidecar creates the queue at its depth; the service opens it.
+        for phase in PHASES:
+            service = subprocess.run(
+                [sys.executable, "-c", SERVICE, phase, args.queue_name, str(args.events)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if service.returncode != 0:
+                raise SystemExit(f"the service ({phase}) failed:\n{service.stderr}")
+            timings[phase] = json.loads(service.stdout)
+            if sidecar.poll() is not None:
+                raise SystemExit(f"the sidecar exited with status {sidecar.returncode}")
+        expected = args.events * len(PHASES)
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                message_queue.MessageQueue("/events-main", create=False).close()
-                break
-            except message_queue.QueueNotFoundError:
-                if time.monotonic() > deadline or sidecar.poll() is not None:
-                    raise SystemExit("the sidecar did not create /events-main") from None
-                time.sleep(0.05)
-        queue: EventQueue[Any] = EventQueue("main", lambda event: json.dumps(event).encode())
-        assert isinstance(queue.queue, message_queue.MessageQueue), "the recipe is not in use"
-        full = 0
-        for sequence in range(args.events):
-            while True:
-                try:
-                    queue.put({"sequence": sequence, "padding": "x" * (sequence % 200)})
-                    break
-                except EventQueueFullError:
-                    full += 1
-                    time.sleep(0.0005)
-        deadline = time.monotonic() + 60
-        while len(collector.events) < args.events and time.monotonic() < deadline:
+        while len(collector.events) < expected and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(2)  # anything more would be a duplicate
         with collector.lock:
-            received = [event["sequence"] for event in collector.events]
+            received = [(event["phase"], event["sequence"]) for event in collector.events]
+        per_event = {
+            phase: (
+                round(timing["seconds in put"] / args.events * 1e6, 2),
+                timing["median put, microseconds"],
+            )
+            for phase, timing in timings.items()
+            if phase != "warm-up"
+        }
         print(
             json.dumps(
                 {
-                    "events put": args.events,
+                    "events put": expected,
                     "events received": len(received),
                     "batches": collector.batches,
-                    "times the queue was full": full,
-                    "queue mode": oct(queue.queue.mode),
-                }
+                    "services": timings,
+                    "producer: microseconds per put(), mean and median (ours vs posix_ipc)": (
+                        per_event
+                    ),
+                },
+                indent=1,
             )
         )
-        if received != list(range(args.events)):
-            missing = sorted(set(range(args.events)) - set(received))
+        wanted = [(phase, sequence) for phase in PHASES for sequence in range(args.events)]
+        if received != wanted:
+            missing = sorted(set(wanted) - set(received))
             raise SystemExit(
                 f"events lost, duplicated or reordered: {len(missing)} missing "
                 f"(first {missing[:5]}), {len(received) - len(set(received))} duplicated"
             )
-        if queue.queue.mode != 0o660:
-            raise SystemExit(f"the recipe's mode did not hold: {queue.queue.mode:#o}")
+        ours = max(per_event["install first"][1], per_event["events first"][1])
+        if ours > per_event["posix_ipc"][1] * 1.5:
+            print(f"warning: our producer is slower than posix_ipc's: {per_event}", flush=True)
     finally:
         sidecar.send_signal(signal.SIGTERM)
         try:
@@ -154,10 +210,7 @@ def main() -> None:
             sidecar.kill()
             sidecar.wait()
         shutil.rmtree(config.parent)
-        try:
-            message_queue.unlink("/events-main")
-        except message_queue.QueueNotFoundError:
-            pass
+        subprocess.run([BASEPLATE_MQ, "unlink", queue])
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ happens in one place (:mod:`baseplate.message_queue.waiting`).
 The names below are the public API, whatever module defines them. They are
 loaded on first use (PEP 562), so that importing the command line, which
 runs this file first, loads no binding: ``baseplate-mq --help`` stays quick.
-The submodules are the implementation: their names may change.
+The submodules are the implementation: their names may change. One is
+public, and imported only by whoever uses it:
+:mod:`baseplate.message_queue.baseplate_py`, which switches reddit's
+baseplate.py to this queue (``install()``) and runs its sidecars.
 """
 
 from __future__ import annotations
