@@ -81,7 +81,8 @@ def test_a_refusal_names_owner_group_mode_and_the_fix(
     with pytest.raises(QueuePermissionError) as caught:
         MessageQueue(queue_name, create=False, write=True)
     message = str(caught.value)
-    assert "(for writing)" in message
+    assert "for writing: it is this user's own" in message
+    assert "does not allow even its owner to open it for writing" in message
     assert f"uid {os.geteuid()}" in message
     assert f"group {system.group_name(os.getegid()) or os.getegid()}" in message
     assert "mode 0400" in message

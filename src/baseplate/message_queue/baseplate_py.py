@@ -426,4 +426,8 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as the module itself, not as a second copy named __main__ whose
+    # install() would not know the first's adapters.
+    from baseplate.message_queue.baseplate_py import main as _main
+
+    _main()

@@ -122,13 +122,15 @@ def _refused(
     ``?``): then say how to mount it. Never probe by opening the queue.
     """
     owner = system.queue_owner(name)
-    if wanted is not None:
-        operation = f"{operation} (for {wanted})"
+    asked = "" if wanted is None else f" for {wanted}"
+    use = "read and write it" if wanted is None else f"open it for {wanted}"
     if owner is None:
         return os_error(
             QueuePermissionError,
             err,
-            "permission denied to {operation} queue {queue}: its mode does not allow this "
+            "permission denied to {operation} queue {queue}"
+            + asked
+            + ": its mode does not allow this "
             "user (mount the mqueue file system to see its owner and mode: {mount}). A "
             "queue is shared by creating it with mode=0o660 (--mode 660) and giving it a "
             "group this user is in",
@@ -140,9 +142,9 @@ def _refused(
         return os_error(
             QueuePermissionError,
             err,
-            "permission denied to {operation} queue {queue}: it is this user's own ({owner}, "
-            "uid {uid}, group {group}), but its mode {queue_mode:04o} does not allow even its "
-            "owner to read and write it. Its owner may change that (chmod 600 {path}), or "
+            "permission denied to {operation} queue {queue}" + asked + ": it is this user's own "
+            "({owner}, uid {uid}, group {group}), but its mode {queue_mode:04o} does not allow "
+            "even its owner to " + use + ". Its owner may change that (chmod 600 {path}), or "
             "re-create the queue",
             operation=operation,
             queue=name,
@@ -155,7 +157,8 @@ def _refused(
     return os_error(
         QueuePermissionError,
         err,
-        "permission denied to {operation} queue {queue}: it belongs to {owner} (uid {uid}), "
+        "permission denied to {operation} queue {queue}" + asked + ": it belongs to {owner} "
+        "(uid {uid}), "
         "group {group} (gid {gid}), mode {queue_mode:04o}. To share a queue, its owner "
         "creates it with mode=0o660 (--mode 660) and gives it a group this user is in, or "
         "the consumer runs as {owner} too",
