@@ -281,7 +281,9 @@ def test_a_sidecar_that_cannot_create_its_queue_is_told_the_recipe() -> None:
         if result.returncode == 0:
             pytest.skip("this kernel's limits allow baseplate.py's own sizes")
         assert "max_messages=10000 exceeds fs.mqueue.msg_max" in result.stderr
-        assert "create the queue first" in result.stderr
+        assert f"create the queue first (baseplate-mq create '/events-{name}' --max-m" in (
+            result.stderr
+        )
         assert "docs/baseplate_py.rst" in result.stderr
     finally:
         unlink_quietly(f"/events-{name}")

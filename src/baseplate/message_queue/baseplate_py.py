@@ -71,10 +71,11 @@ TESTED_WITH = ("2.7.1",)
 #: group instead.
 MODE = 0o660
 
-#: The one line added to a sidecar's error when its queue cannot be created.
+#: The one line added to the error when a queue cannot be created at
+#: baseplate.py's sizes (a template of :class:`~baseplate.message_queue.errors.Wording`).
 RECIPE_LINE = (
     "baseplate.py asks for queues the default limits refuse: create the queue first "
-    "(baseplate-mq create /events-main --max-messages 10 --max-message-size 8192), "
+    "(baseplate-mq create {queue} --max-messages 10 --max-message-size 8192), "
     "as the page 'Beside baseplate.py' of baseplate-mq's docs (docs/baseplate_py.rst) says"
 )
 
@@ -118,8 +119,6 @@ class BaseplatePyMessageQueue(MessageQueue):
     write: Optional[bool] = None
     #: baseplate.py's TimedOutError, set by install().
     timed_out: Any = TimedOutError
-    #: Whether a failure to create the queue names the recipe (the sidecars).
-    advises_recipe = False
 
     def __init__(self, name: str, max_messages: int, max_message_size: int) -> None:
         read, write = self.read, self.write
@@ -137,7 +136,7 @@ class BaseplatePyMessageQueue(MessageQueue):
             # The sizes are the queue's own.
             super().__init__(name, create=False, read=read, write=write)
         except (InvalidParametersError, MessageQueueOSError) as error:
-            if self.advises_recipe and _is_about_creating(error):
+            if _is_about_creating(error):
                 raise _with_recipe(error) from None
             raise
         else:
@@ -274,7 +273,6 @@ def _make_adapters(base: ModuleType) -> None:
             "read": read,
             "write": write,
             "timed_out": timed_out,
-            "advises_recipe": name == "PublisherMessageQueue",
             "__module__": __name__,
             "__qualname__": name,
             "__doc__": BaseplatePyMessageQueue.__doc__,
