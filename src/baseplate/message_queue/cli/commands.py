@@ -10,43 +10,38 @@ the modules they call.
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import click
 
 from baseplate.message_queue.cli.dump_format import dump_line
 from baseplate.message_queue.cli.exits import EXIT_SHORT_READ, CommandFailed, reports_errors
+from baseplate.message_queue.cli.observe import list_queues as all_queues
+from baseplate.message_queue.cli.observe import one_queue, show_once
+from baseplate.message_queue.cli.observe import watch as watch_queues
 from baseplate.message_queue.cli.options import (
     PRIORITY,
     QUEUE,
     SEND_TIMEOUT_HELP,
+    chosen_format,
     count_option,
     create_option,
     delimiter,
+    format_options,
     in_flight_option,
-    json_option,
     null_option,
     size_options,
+    textfile_option,
     timeout_option,
+    watch_option,
 )
-from baseplate.message_queue.cli.queues import (
-    as_json,
-    as_table,
-    as_text,
-    check_same,
-    open_queue,
-    queue_facts,
-    stat_facts,
-)
+from baseplate.message_queue.cli.queues import check_same, open_queue
 from baseplate.message_queue.cli.read_and_dump import take_messages
 from baseplate.message_queue.cli.signals import Stopping
 from baseplate.message_queue.cli.stdio import StreamFailed, require
 from baseplate.message_queue.cli.words import seconds, shell_word
 from baseplate.message_queue.cli.write_and_load import load_dump, send_lines
-from baseplate.message_queue.errors import MessageQueueError, QueueNotFoundError
-from baseplate.message_queue.system import MOUNT_COMMAND, mqueue_mount
+from baseplate.message_queue.errors import QueueNotFoundError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -221,63 +216,73 @@ def unlink(queue: str, force: bool) -> None:
 
 @cli.command()
 @click.argument("queue", type=QUEUE)
-@json_option("Print a JSON object.")
+@format_options("Print a JSON object (--format json).")
+@watch_option
+@textfile_option
 @reports_errors
-def info(queue: str, as_json_output: bool) -> None:
-    """Show the sizes, contents, mode and owner of QUEUE (never creates it).
+def info(
+    queue: str,
+    output_format: Optional[str],
+    as_json_output: bool,
+    watch: Optional[float],
+    textfile: Optional[str],
+) -> None:
+    """Show the sizes, contents, fill, mode, owner and holders of QUEUE
+    (never creates it).
+
+    Holders are the processes that have QUEUE open (PID, user, command
+    line), of those this user may inspect (root sees all); notify_pid is
+    the process registered for notification (0: none).
 
     \b
     Example:
         baseplate-mq info /events --json
+        baseplate-mq info /events --watch 1
     """
-    from baseplate.message_queue.queue import MessageQueue  # loads the binding
-
     require(1)
-    with MessageQueue(queue, create=False) as opened:
-        facts = queue_facts(opened)
-    click.echo(json.dumps(as_json(facts)) if as_json_output else "\n".join(as_text(facts)))
+    form = chosen_format(output_format, as_json_output, textfile)
+
+    def refresh() -> List[Dict[str, Any]]:
+        return [one_queue(queue)]
+
+    if watch is not None:
+        watch_queues(watch, refresh, form, True, textfile, f"baseplate-mq info {shell_word(queue)}")
+        return
+    show_once(refresh(), form, True, textfile)
 
 
 @cli.command("ls")
-@json_option("Print a JSON list of info objects.")
+@format_options("Print a JSON list of info objects (--format json).")
+@watch_option
+@textfile_option
 @reports_errors
-def list_queues(as_json_output: bool) -> None:
+def list_queues(
+    output_format: Optional[str],
+    as_json_output: bool,
+    watch: Optional[float],
+    textfile: Optional[str],
+) -> None:
     """List every queue on this host that this user can see, by name.
 
-    Columns: messages waiting, max messages, max message size, mode, owner,
-    and the name last (as a shell word: quoted where it needs to be); ?
-    where this user may not open the queue. The names come from the mqueue
-    file system, which must be mounted.
+    Columns: messages waiting, max messages, fill (% of max), max message
+    size, mode, owner, holders (processes that have it open, of those this
+    user may inspect), and the name last (as a shell word: quoted where it
+    needs to be); ? where this user may not open the queue. The names come
+    from the mqueue file system, which must be mounted, and be this IPC
+    namespace's (ls fails if it is another's).
 
     \b
     Example:
         baseplate-mq ls --json
+        baseplate-mq ls --watch 2
+        baseplate-mq ls --textfile /var/lib/node_exporter/textfile/mqueue.prom
     """
-    from baseplate.message_queue.queue import MessageQueue  # loads the binding
-
     require(1)
-    mount = mqueue_mount()
-    if mount is None:
-        raise CommandFailed(
-            "the mqueue file system is not mounted, so the queues cannot be listed; "
-            f"mount it as root: {MOUNT_COMMAND}"
-        )
-    queues = []
-    for entry in sorted(os.listdir(mount)):
-        name = "/" + entry
-        try:
-            with MessageQueue(name, create=False) as opened:
-                facts: Optional[Dict[str, Any]] = queue_facts(opened)
-        except QueueNotFoundError:
-            continue  # unlinked meanwhile
-        except MessageQueueError:  # not ours to open: what the file system shows
-            facts = stat_facts(name, os.path.join(mount, entry))
-        if facts is not None:
-            queues.append(facts)
-    if as_json_output:
-        click.echo(json.dumps([as_json(facts) for facts in queues]))
+    form = chosen_format(output_format, as_json_output, textfile)
+    if watch is not None:
+        watch_queues(watch, all_queues, form, False, textfile, "baseplate-mq ls")
         return
-    click.echo(as_table(queues))
+    show_once(all_queues(), form, False, textfile)
 
 
 @cli.command()

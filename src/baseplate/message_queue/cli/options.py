@@ -211,3 +211,104 @@ def count_option(help: str) -> Callable[[F], F]:
 def json_option(help: str) -> Callable[[F], F]:
     """--json: print JSON."""
     return click.option("--json", "as_json_output", is_flag=True, help=help)
+
+
+class WatchSecondsType(click.ParamType):  # type: ignore[type-arg]
+    """How often ``--watch`` refreshes: a finite number of seconds above 0."""
+
+    name = "SECONDS"
+
+    def convert(
+        self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]
+    ) -> float:
+        shown = shell_word(str(value))
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{shown} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds <= 0:
+            self.fail(f"{shown} is not a number of seconds above 0 (give 1, or 0.5)", param, ctx)
+        if seconds > 1e6:
+            self.fail(f"{shown} seconds is too long between refreshes", param, ctx)
+        return seconds
+
+
+class TextfilePathType(click.ParamType):  # type: ignore[type-arg]
+    """Where ``--textfile`` writes: a path ending in ``.prom``, as
+    node_exporter's textfile collector requires."""
+
+    name = "PATH"
+
+    def convert(
+        self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]
+    ) -> str:
+        path = str(value)
+        if not path.endswith(".prom") or path.endswith("/.prom"):
+            self.fail(
+                f"{shell_word(path)} does not end in .prom, as node_exporter's textfile "
+                "collector requires (it reads only *.prom)",
+                param,
+                ctx,
+            )
+        return path
+
+
+#: The formats of ls and info.
+FORMATS = ("table", "json", "prometheus")
+
+
+def format_options(json_help: str) -> Callable[[F], F]:
+    """--format table|json|prometheus, and --json, its synonym for json."""
+
+    def decorate(command: F) -> F:
+        command = click.option("--json", "as_json_output", is_flag=True, help=json_help)(command)
+        return click.option(
+            "--format",
+            "output_format",
+            type=click.Choice(FORMATS),
+            default=None,
+            help="table (the default), json, or prometheus: the text format that "
+            "node_exporter's textfile collector reads.",
+        )(command)
+
+    return decorate
+
+
+def chosen_format(
+    output_format: Optional[str], as_json_output: bool, textfile: Optional[str]
+) -> str:
+    """The format that --format, --json and --textfile ask for together (a
+    usage error, 2, if they disagree)."""
+    wanted = {value for value in (output_format, "json" if as_json_output else None) if value}
+    if textfile is not None:
+        wanted.add("prometheus")
+    if len(wanted) > 1:
+        raise click.UsageError(
+            "--format, --json and --textfile (which writes prometheus) ask for different "
+            "formats: give one"
+        )
+    return wanted.pop() if wanted else "table"
+
+
+def watch_option(command: F) -> F:
+    """--watch SECONDS: refresh every SECONDS until Ctrl-C."""
+    return click.option(
+        "-w",
+        "--watch",
+        type=WatchSecondsType(),
+        default=None,
+        help="Refresh every SECONDS, with the change in messages since the last refresh and "
+        "the time, until Ctrl-C: redrawn in place on a terminal, rolling lines into a pipe "
+        "or file (with --textfile, the file is rewritten).",
+    )(command)
+
+
+def textfile_option(command: F) -> F:
+    """--textfile PATH: write the Prometheus format to PATH, atomically."""
+    return click.option(
+        "--textfile",
+        type=TextfilePathType(),
+        default=None,
+        help="Write the prometheus format to PATH (ending in .prom), atomically, for "
+        "node_exporter's textfile collector; nothing is printed.",
+    )(command)

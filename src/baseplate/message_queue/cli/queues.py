@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from baseplate.message_queue import system
 from baseplate.message_queue.cli.exits import CommandFailed
@@ -35,6 +35,10 @@ FACTS = (
     "uid",
     "group",
     "gid",
+    "fill_percent",
+    "notify_pid",
+    "holders",
+    "uninspected_processes",
 )
 
 
@@ -104,18 +108,23 @@ def check_same(queue: MessageQueue, max_messages: int, max_message_size: int, mo
 
 
 def queue_facts(queue: MessageQueue) -> Dict[str, Any]:
-    """What ``info`` and ``ls`` know of an open queue."""
+    """What ``info`` and ``ls`` know of an open queue (its holders are added
+    by :func:`add_holders`; ``_key``, its device and inode, is not shown)."""
     mode, uid, gid = queue.mode, queue.uid, queue.gid
+    facts = os.fstat(queue.fileno())
+    current, most = queue.current_messages, queue.max_messages
     return {
+        "_key": (facts.st_dev, facts.st_ino),
         "name": queue.name,
-        "max_messages": queue.max_messages,
+        "max_messages": most,
         "max_message_size": queue.max_message_size,
-        "current_messages": queue.current_messages,
+        "current_messages": current,
         "mode": mode,
         "owner": system.user_name(uid),
         "uid": uid,
         "group": system.group_name(gid),
         "gid": gid,
+        "fill_percent": round(100 * current / most, 1),
     }
 
 
@@ -126,6 +135,7 @@ def stat_facts(name: str, path: str) -> Optional[Dict[str, Any]]:
     except OSError:
         return None  # gone meanwhile
     return {
+        "_key": (facts.st_dev, facts.st_ino),
         "name": name,
         "max_messages": None,
         "max_message_size": None,
@@ -135,13 +145,54 @@ def stat_facts(name: str, path: str) -> Optional[Dict[str, Any]]:
         "uid": facts.st_uid,
         "group": system.group_name(facts.st_gid),
         "gid": facts.st_gid,
+        "fill_percent": None,
     }
+
+
+def add_holders(queues: List[Dict[str, Any]], device: Optional[int]) -> None:
+    """Add to each of ``queues``' facts the processes that hold it (one walk
+    of ``/proc`` for all), how many processes could not be inspected, and
+    the process registered for notification (0: none; None: unknown), read
+    from the mqueue file system (of device ``device``) when it is the
+    queue's own."""
+    found = system.queue_holders({facts["_key"] for facts in queues})
+    for facts in queues:
+        facts["holders"] = found.by_queue.get(facts["_key"], [])
+        facts["uninspected_processes"] = found.uninspected
+        path = system.mqueue_path(facts["name"])
+        notification = None
+        if path is not None and device == facts["_key"][0]:
+            notification = system.queue_notification(path)
+        facts["notify_pid"] = None if notification is None else notification.notify_pid
+
+
+def command_line(argv: Tuple[str, ...]) -> str:
+    """A holder's command line (another user's text) as shell words: no
+    byte of it can reach a terminal as a control sequence or a new line."""
+    return " ".join(shell_word(arg) for arg in argv)
+
+
+def holder_text(holder: system.Holder) -> str:
+    """``PID USER COMMAND`` for a person (the uid where the user has no name)."""
+    user = shell_word(holder.user) if holder.user is not None else str(holder.uid)
+    return f"{holder.pid} {user} {command_line(holder.argv)}"
 
 
 def as_json(facts: Dict[str, Any]) -> Dict[str, Any]:
     """Facts for ``--json``: exact, valid JSON. A name that is not UTF-8 is
     also given whole, as ``name_base64`` (as ``dump`` does for payloads)."""
-    shown = dict(facts, mode=f"{facts['mode']:04o}")
+    shown = {key: value for key, value in facts.items() if not key.startswith("_")}
+    shown["mode"] = f"{facts['mode']:04o}"
+    if "holders" in facts:
+        shown["holders"] = [
+            {
+                "pid": holder.pid,
+                "uid": holder.uid,
+                "user": None if holder.user is None else json_text(holder.user),
+                "command": command_line(holder.argv),
+            }
+            for holder in facts["holders"]
+        ]
     raw = os.fsencode(facts["name"])
     try:
         raw.decode("utf-8")
@@ -156,7 +207,16 @@ def as_json(facts: Dict[str, Any]) -> Dict[str, Any]:
 
 def as_text(facts: Dict[str, Any]) -> List[str]:
     """Facts for a person: ``key: value`` lines, every name as a shell word."""
-    return [f"{key}: {_fact_text(key, facts[key])}" for key in FACTS]
+    lines = []
+    for key in FACTS:
+        if key not in facts:
+            continue
+        if key == "holders":
+            lines.append(f"holders: {len(facts[key])}")
+            lines += [f"holder: {holder_text(holder)}" for holder in facts[key]]
+        else:
+            lines.append(f"{key}: {_fact_text(key, facts[key])}")
+    return lines
 
 
 def _fact_text(key: str, value: Any) -> str:
@@ -165,22 +225,37 @@ def _fact_text(key: str, value: Any) -> str:
         return "?"
     if key == "mode":
         return f"{value:04o}"
+    if key == "fill_percent":
+        return f"{value:g}%"
     if key in ("name", "owner", "group"):
         return shell_word(value)
     return str(value)
 
 
 #: The columns of ``ls``'s table: their headings, and the facts they show.
-LS_HEADER = ("MESSAGES", "MAX", "SIZE", "MODE", "OWNER", "NAME")
-LS_COLUMNS = ("current_messages", "max_messages", "max_message_size", "mode", "owner", "name")
+LS_HEADER = ("MESSAGES", "MAX", "FILL", "SIZE", "MODE", "OWNER", "HOLDERS", "NAME")
+LS_COLUMNS = (
+    "current_messages",
+    "max_messages",
+    "fill_percent",
+    "max_message_size",
+    "mode",
+    "owner",
+    "holders",
+    "name",
+)
 
 
-def as_table(queues: List[Dict[str, Any]]) -> str:
+def as_table(
+    queues: List[Dict[str, Any]],
+    header: Tuple[str, ...] = LS_HEADER,
+    columns: Tuple[str, ...] = LS_COLUMNS,
+) -> str:
     """``ls``'s table of ``queues``: a heading, then a row per queue. Every
     column but the last (the name) is padded: a long name makes no row wider
     but its own."""
-    rows = [LS_HEADER] + [tuple(_cell(key, facts) for key in LS_COLUMNS) for facts in queues]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(LS_HEADER) - 1)]
+    rows = [header] + [tuple(_cell(key, facts) for key in columns) for facts in queues]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
     return "\n".join(
         "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
         for row in rows
@@ -191,4 +266,14 @@ def _cell(key: str, facts: Dict[str, Any]) -> str:
     """One fact as ``ls`` shows it in its table (the owner by name, or uid)."""
     if key == "owner" and facts["owner"] is None:
         return str(facts["uid"])
+    if key == "holders":
+        return str(len(facts["holders"]))
+    if key == "change":
+        return _change(facts.get("change"))
     return _fact_text(key, facts[key])
+
+
+def _change(value: Optional[int]) -> str:
+    """A change in depth: ``+3``, ``-1``, ``0``; ``-`` when unknown (the
+    first refresh)."""
+    return "-" if value is None else f"{value:+d}" if value else "0"

@@ -132,13 +132,29 @@ def describe(error: MessageQueueError) -> str:
         queue = shell_word(name)
         if command == "unlink":
             return f"queue {queue} does not exist (-f ignores that)"
-        hint = f"queue {queue} does not exist: create it with {voice.create_command(name)}"
+        missing = f"queue {queue} does not exist"
+        if command in ("info", "read", "dump") and not voice.legacy:
+            missing += (
+                " (if a service or its sidecar creates it, that process may not be running, "
+                "or may use another name)"
+            )
+        hint = f"{missing}: create it with {voice.create_command(name)}"
         if voice.legacy:
             return hint
         if command in ("read", "write"):
-            return hint + ", or drop --no-create"
+            hint += ", or drop --no-create"
         if command == "load":
-            return hint + ", or add --create"
+            hint += ", or add --create"
+        return hint
+        if command in ("read", "write"):
+            hint += ", or drop --no-create"
+        if command == "load":
+            hint += ", or add --create"
+        if command in ("info", "read", "dump"):
+            hint += (
+                "; if a service or its sidecar creates it, that process may not be running "
+                "(or may use another name)"
+            )
         return hint
     if isinstance(error, QueueExistsError) and name is not None:
         return f"queue {shell_word(name)} already exists (--exclusive refuses an existing one)"
