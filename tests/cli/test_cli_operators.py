@@ -194,6 +194,7 @@ def test_an_ordinary_user_counts_the_processes_it_could_not_inspect(
 ) -> None:
     """As root: uid 65534 sees neither root's holder nor its descriptors, and says so."""
     queue = make_queue(max_messages=1, max_message_size=1, mode=0o666)
+    os.fchmod(queue.fileno(), 0o666)  # whatever the umask: uid 65534 may open it
     child = holders(queue.name)
     ran = run_cli_as_nobody(["ls", "--json"])
     assert ran.returncode == 0, ran
@@ -208,6 +209,7 @@ def test_an_ordinary_user_counts_the_processes_it_could_not_inspect(
 def test_root_sees_another_users_holder(make_queue: MakeQueue) -> None:
     need_root("only root sees another user's descriptors")
     queue = make_queue(max_messages=1, max_message_size=1, mode=0o666)
+    os.fchmod(queue.fileno(), 0o666)  # whatever the umask: uid 65534 may open it
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the holder, as uid 65534

@@ -17,7 +17,8 @@ back). The rest: :mod:`.commands` (the click commands, each a thin shell),
 :mod:`.legacy` (the seed's syntax), :mod:`.options` (option types),
 :mod:`.output` (read's paced output), :mod:`.read_and_dump` and
 :mod:`.write_and_load` (the pipelines of those commands), :mod:`.dump_format`
-and :mod:`.queues` (opening and describing queues).
+and :mod:`.queues` (opening and describing queues), :mod:`.observe` (what
+``ls`` and ``info`` show an operator: holders, ``--watch``, Prometheus).
 
 This file imports nothing at start-up: the entry points install the signal
 handlers first, before click is imported; the library is imported only by

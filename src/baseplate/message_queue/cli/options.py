@@ -208,11 +208,6 @@ def count_option(help: str) -> Callable[[F], F]:
     return click.option("-n", "--count", type=COUNT, help=help)
 
 
-def json_option(help: str) -> Callable[[F], F]:
-    """--json: print JSON."""
-    return click.option("--json", "as_json_output", is_flag=True, help=help)
-
-
 class WatchSecondsType(click.ParamType):  # type: ignore[type-arg]
     """How often ``--watch`` refreshes: a finite number of seconds above 0."""
 
