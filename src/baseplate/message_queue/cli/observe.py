@@ -74,10 +74,17 @@ def signals_deferred() -> Iterator[None]:
         yield
 
 
+# The device a probe found: a process stays in its IPC namespace, so
+# --watch probes once, not at every refresh.
+_probed: List[int] = []
+
+
 def probe_device() -> Optional[int]:
     """The ``st_dev`` of this IPC namespace's mqueue file system, from a
     probe queue (1 x 1 byte, mode 600) removed at once; None if none can be
     created (the ``ulimit -q`` spent, queues_max reached...)."""
+    if _probed:
+        return _probed[0]
     from baseplate.message_queue.queue import MessageQueue  # loads the binding
 
     name = f"/baseplate-mq-probe-{os.getpid()}-{os.urandom(8).hex()}"
@@ -87,11 +94,10 @@ def probe_device() -> Optional[int]:
         except MessageQueueError:
             return None
         with probe:
-            try:
+            with contextlib.suppress(MessageQueueError):
                 probe.unlink()
-            except MessageQueueError:
-                pass
-            return os.fstat(probe.fileno()).st_dev
+            _probed.append(os.fstat(probe.fileno()).st_dev)
+            return _probed[0]
 
 
 def list_queues() -> List[Facts]:
