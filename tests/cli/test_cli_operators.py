@@ -296,6 +296,32 @@ def test_prometheus_format_parses_with_the_right_values(
     assert set(single["posix_mqueue_messages"]) == {private.name}
 
 
+def test_prometheus_labels_queues_of_several_users(make_queue: MakeQueue) -> None:
+    """As root: a queue of uid 65534 (mode 644) beside one of root's (600)."""
+    need_root("the test makes a queue as uid 65534")
+    theirs = f"/nobodys-{uuid.uuid4().hex[:8]}"
+    try:
+        made = run_cli_as_nobody(
+            ["create", theirs, "--max-messages", "2", "--max-message-size", "3", "--mode", "644"]
+        )
+        assert made.returncode == 0, made
+        ours = make_queue(max_messages=1, max_message_size=1, mode=0o600)
+        found = samples(run([*BPMQ, "ls", "--format", "prometheus"]).stdout.decode())
+        nobody = system.user_name(NOBODY) or str(NOBODY)
+        group = system.group_name(NOBODY) or str(NOBODY)
+        assert found["posix_mqueue_info"][theirs].labels == {
+            "queue": theirs,
+            "owner": nobody,
+            "group": group,
+            "mode": "0644",
+        }
+        assert found["posix_mqueue_info"][ours.name].labels["owner"] == "root"
+        assert found["posix_mqueue_max_messages"][theirs].value == 2
+        assert found["posix_mqueue_max_message_size_bytes"][theirs].value == 3
+    finally:
+        unlink_quietly(theirs)
+
+
 def test_a_name_that_is_not_utf8_is_labelled_as_the_cli_prints_it(make_queue: MakeQueue) -> None:
     name = os.fsdecode(b"/not-utf8-\xff-" + uuid.uuid4().hex[:8].encode())
     make_queue(name, max_messages=1, max_message_size=1)
