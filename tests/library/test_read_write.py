@@ -1,7 +1,8 @@
 """read= and write= on MessageQueue: what each pair opens, and how a refusal
 is worded (the queue's owner, group and mode, and the fix; or the mount
 advice when /dev/mqueue is not mounted). As the queue's owner, with its mode
-narrowed by fchmod: no root needed."""
+narrowed by fchmod; as root, whose access no mode limits, the checks run as
+uid 65534, which then owns the queue."""
 
 from __future__ import annotations
 
@@ -16,8 +17,25 @@ from baseplate.message_queue import (
     QueuePermissionError,
     system,
 )
+from helpers import run_as_nobody
 
 MakeQueue = Callable[..., MessageQueue]
+
+
+def as_its_owner(queue_name: str, mode: int, check: Callable[[], None]) -> None:
+    """Create ``queue_name`` with ``mode`` (exactly) and run ``check``, as this
+    user; as uid 65534 when this is root, since no mode limits root."""
+
+    def owned() -> None:
+        with MessageQueue(queue_name) as owner:
+            os.fchmod(owner.fileno(), mode)
+            check()
+
+    if os.geteuid() == 0:
+        run_as_nobody(owned)
+    else:
+        owned()
+
 
 BOTH, READING, WRITING = (True, True), (True, False), (False, True)
 REFUSED = None
@@ -36,26 +54,25 @@ TABLE = [
 @pytest.mark.parametrize(("asked", "outcomes"), TABLE, ids=[str(row[0]) for row in TABLE])
 @pytest.mark.parametrize("column", [0, 1, 2], ids=["0600", "0400", "0200"])
 def test_each_pair_opens_what_the_table_says(
-    make_queue: MakeQueue,
     queue_name: str,
     asked: tuple[Optional[bool], Optional[bool]],
     outcomes: list[Optional[tuple[bool, bool]]],
     column: int,
 ) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root's access is not limited by the mode")
     mode = (0o600, 0o400, 0o200)[column]
-    owner = make_queue(queue_name)
-    os.fchmod(owner.fileno(), mode)
     read, write = asked
     expected = outcomes[column]
-    if expected is REFUSED:
-        with pytest.raises(QueuePermissionError) as caught:
-            MessageQueue(queue_name, create=False, read=read, write=write)
-        assert f"mode {mode:04o}" in str(caught.value)
-        return
-    with MessageQueue(queue_name, create=False, read=read, write=write) as queue:
-        assert (queue.readable(), queue.writable()) == expected
+
+    def check() -> None:
+        if expected is REFUSED:
+            with pytest.raises(QueuePermissionError) as caught:
+                MessageQueue(queue_name, create=False, read=read, write=write)
+            assert f"mode {mode:04o}" in str(caught.value)
+            return
+        with MessageQueue(queue_name, create=False, read=read, write=write) as queue:
+            assert (queue.readable(), queue.writable()) == expected
+
+    as_its_owner(queue_name, mode, check)
 
 
 def test_read_false_and_write_false_is_refused_at_once(queue_name: str) -> None:
@@ -69,37 +86,35 @@ def test_a_non_bool_is_a_type_error(queue_name: str) -> None:
         MessageQueue(queue_name, read=1)  # type: ignore[arg-type]
 
 
-def test_a_refusal_names_owner_group_mode_and_the_fix(
-    make_queue: MakeQueue, queue_name: str
-) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root's access is not limited by the mode")
+def test_a_refusal_names_owner_group_mode_and_the_fix(queue_name: str) -> None:
     if system.mqueue_mount() is None:
         pytest.skip("the mqueue file system is not mounted")
-    owner = make_queue(queue_name)
-    os.fchmod(owner.fileno(), 0o400)
-    with pytest.raises(QueuePermissionError) as caught:
-        MessageQueue(queue_name, create=False, write=True)
-    message = str(caught.value)
-    assert "for writing: it is this user's own" in message
-    assert "does not allow even its owner to open it for writing" in message
-    assert f"uid {os.geteuid()}" in message
-    assert f"group {system.group_name(os.getegid()) or os.getegid()}" in message
-    assert "mode 0400" in message
-    assert "chmod 600" in message
+
+    def check() -> None:
+        with pytest.raises(QueuePermissionError) as caught:
+            MessageQueue(queue_name, create=False, write=True)
+        message = str(caught.value)
+        assert "for writing: it is this user's own" in message
+        assert "does not allow even its owner to open it for writing" in message
+        assert f"uid {os.geteuid()}" in message
+        assert f"group {system.group_name(os.getegid()) or os.getegid()}" in message
+        assert "mode 0400" in message
+        assert "chmod 600" in message
+
+    as_its_owner(queue_name, 0o400, check)
 
 
 def test_without_the_mount_a_refusal_gives_the_mount_advice(
-    make_queue: MakeQueue, queue_name: str, monkeypatch: pytest.MonkeyPatch
+    queue_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root's access is not limited by the mode")
-    owner = make_queue(queue_name)
-    os.fchmod(owner.fileno(), 0o200)
     monkeypatch.setattr(system, "mqueue_mount", lambda: None)
-    with pytest.raises(QueuePermissionError) as caught:
-        MessageQueue(queue_name, create=False, read=True, write=False)
-    assert system.MOUNT_COMMAND in str(caught.value)
+
+    def check() -> None:
+        with pytest.raises(QueuePermissionError) as caught:
+            MessageQueue(queue_name, create=False, read=True, write=False)
+        assert system.MOUNT_COMMAND in str(caught.value)
+
+    as_its_owner(queue_name, 0o200, check)
 
 
 def test_put_on_a_queue_opened_for_reading_names_owner_and_mode(
