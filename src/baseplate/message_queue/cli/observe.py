@@ -25,6 +25,8 @@ from baseplate.message_queue import system
 from baseplate.message_queue.cli import signals
 from baseplate.message_queue.cli.exits import CommandFailed
 from baseplate.message_queue.cli.queues import (
+    LS_COLUMNS,
+    LS_HEADER,
     _cell,
     _change,
     add_holders,
@@ -286,18 +288,8 @@ def _uninspected(queues: List[Facts]) -> None:
 # --watch into a pipe or a file: these columns, a line per queue per refresh.
 ROLLING_HEADER = "TIME                 MESSAGES  CHANGE    FILL  HOLDERS  NAME"
 # --watch on a terminal: ls's table, with the change since the last refresh.
-WATCH_HEADER = ("MESSAGES", "CHANGE", "MAX", "FILL", "SIZE", "MODE", "OWNER", "HOLDERS", "NAME")
-WATCH_COLUMNS = (
-    "current_messages",
-    "change",
-    "max_messages",
-    "fill_percent",
-    "max_message_size",
-    "mode",
-    "owner",
-    "holders",
-    "name",
-)
+WATCH_HEADER = (LS_HEADER[0], "CHANGE", *LS_HEADER[1:])
+WATCH_COLUMNS = (LS_COLUMNS[0], "change", *LS_COLUMNS[1:])
 #: Clears a terminal and puts the cursor at its top left (as ``watch`` does).
 CLEAR = "\x1b[H\x1b[2J"
 

@@ -89,9 +89,17 @@ class ModeType(click.ParamType):  # type: ignore[type-arg]
 
 
 class SecondsType(click.ParamType):  # type: ignore[type-arg]
-    """A number of seconds: finite and not negative (NaN and infinity are refused)."""
+    """A finite number of seconds, 0 or more (above 0 with ``above_zero``), up
+    to ``longest``: NaN and infinity are refused. ``refused`` and ``too_long``
+    end the words of each refusal."""
 
     name = "SECONDS"
+
+    def __init__(
+        self, refused: str, longest: float, too_long: str, above_zero: bool = False
+    ) -> None:
+        self.refused, self.longest, self.too_long = refused, longest, too_long
+        self.above_zero = above_zero
 
     def convert(
         self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]
@@ -101,20 +109,21 @@ class SecondsType(click.ParamType):  # type: ignore[type-arg]
             seconds = float(value)
         except (TypeError, ValueError):
             self.fail(f"{shown} is not a number of seconds", param, ctx)
-        if not math.isfinite(seconds) or seconds < 0:
-            self.fail(
-                f"{shown} is not a number of seconds: give a finite number, 0 or more "
-                "(leave the option out to wait as long as it takes)",
-                param,
-                ctx,
-            )
-        if seconds > 1e9:
-            self.fail(f"{shown} seconds is too long: leave the option out instead", param, ctx)
+        if not math.isfinite(seconds) or seconds < 0 or (self.above_zero and seconds == 0):
+            self.fail(f"{shown} is not a number of seconds{self.refused}", param, ctx)
+        if seconds > self.longest:
+            self.fail(f"{shown} seconds is too long{self.too_long}", param, ctx)
         return seconds
 
 
 QUEUE = QueueNameType()
-SECONDS = SecondsType()
+SECONDS = SecondsType(
+    ": give a finite number, 0 or more (leave the option out to wait as long as it takes)",
+    1e9,
+    ": leave the option out instead",
+)
+#: How often --watch refreshes.
+WATCH_SECONDS = SecondsType(" above 0 (give 1, or 0.5)", 1e6, " between refreshes", above_zero=True)
 #: A count of messages (0 or more), a size or depth (1 or more), a priority
 #: (up to Linux's MQ_PRIO_MAX - 1; the library checks it again).
 COUNT = WholeNumber(0)
@@ -208,26 +217,6 @@ def count_option(help: str) -> Callable[[F], F]:
     return click.option("-n", "--count", type=COUNT, help=help)
 
 
-class WatchSecondsType(click.ParamType):  # type: ignore[type-arg]
-    """How often ``--watch`` refreshes: a finite number of seconds above 0."""
-
-    name = "SECONDS"
-
-    def convert(
-        self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]
-    ) -> float:
-        shown = shell_word(str(value))
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{shown} is not a number of seconds", param, ctx)
-        if not math.isfinite(seconds) or seconds <= 0:
-            self.fail(f"{shown} is not a number of seconds above 0 (give 1, or 0.5)", param, ctx)
-        if seconds > 1e6:
-            self.fail(f"{shown} seconds is too long between refreshes", param, ctx)
-        return seconds
-
-
 class TextfilePathType(click.ParamType):  # type: ignore[type-arg]
     """Where ``--textfile`` writes: a path ending in ``.prom``, as
     node_exporter's textfile collector requires."""
@@ -290,7 +279,7 @@ def watch_option(command: F) -> F:
     return click.option(
         "-w",
         "--watch",
-        type=WatchSecondsType(),
+        type=WATCH_SECONDS,
         default=None,
         help="Refresh every SECONDS, with the change in messages since the last refresh and "
         "the time, until Ctrl-C: redrawn in place on a terminal, rolling lines into a pipe "
