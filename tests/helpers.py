@@ -276,6 +276,29 @@ def wait_until_open(pid: int, queue_name: str, timeout: float = 10) -> None:
         time.sleep(0.002)
 
 
+def wait_until_it_takes(pid: int, queue: MessageQueue, waiting: int) -> None:
+    """Wait until process ``pid`` has taken messages from ``queue``, which held
+    ``waiting``, then a moment more: a reader whose output nobody reads has
+    filled it by then, and waits for room."""
+    wait_until_open(pid, queue.name)  # past its start-up (slow on PyPy, under load)
+    deadline = time.monotonic() + 10
+    while queue.current_messages == waiting and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.3)
+
+
+def read_what_is_there(fd: int) -> bytes:
+    """What pipe ``fd`` holds now, without waiting for more."""
+    os.set_blocking(fd, False)
+    held = b""
+    try:
+        while chunk := os.read(fd, 65536):
+            held += chunk
+    except BlockingIOError:
+        pass
+    return held
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 

@@ -23,8 +23,9 @@ from helpers import (
     drain,
     has_open,
     need_root,
+    read_what_is_there,
     run_cli_as_nobody,
-    wait_until_open,
+    wait_until_it_takes,
 )
 
 MakeQueue = Callable[..., MessageQueue]
@@ -116,16 +117,10 @@ def test_a_stalled_pipe_never_both_prints_and_puts_back(make_queue: MakeQueue) -
         [*BPMQ, "read", queue.name, "--in-flight", "100"], stdout=write_end, stderr=subprocess.PIPE
     )
     os.close(write_end)
-    time.sleep(0.7)  # the pipe is full; the reader waits for room
+    wait_until_it_takes(reader.pid, queue, len(sent))  # the pipe is full; it waits for room
     reader.send_signal(signal.SIGTERM)
     assert reader.wait(timeout=10) == -signal.SIGTERM
-    os.set_blocking(read_end, False)
-    piped = b""
-    try:
-        while chunk := os.read(read_end, 65536):
-            piped += chunk
-    except BlockingIOError:
-        pass
+    piped = read_what_is_there(read_end)
     os.close(read_end)
     whole = [line for line in piped.split(b"\n")[:-1]]
     left = drain(queue)
@@ -347,20 +342,10 @@ def test_any_signal_on_a_stalled_pipe_loses_and_duplicates_nothing(
         [*BPMQ, "read", queue.name, "--in-flight", "100"], stdout=write_end, stderr=subprocess.PIPE
     )
     os.close(write_end)
-    wait_until_open(reader.pid, queue.name)  # past its start-up (slow on PyPy, under load)
-    deadline = time.monotonic() + 10
-    while queue.current_messages == len(sent) and time.monotonic() < deadline:
-        time.sleep(0.005)  # until it takes some
-    time.sleep(0.3)  # the pipe is full; the reader waits for room
+    wait_until_it_takes(reader.pid, queue, len(sent))  # the pipe is full; it waits for room
     reader.send_signal(signum)
     assert reader.wait(timeout=10) == ends_like(signum)
-    os.set_blocking(read_end, False)
-    piped = b""
-    try:
-        while chunk := os.read(read_end, 65536):
-            piped += chunk
-    except BlockingIOError:
-        pass
+    piped = read_what_is_there(read_end)
     os.close(read_end)
     whole = piped.split(b"\n")[:-1]
     left = drain(queue)
@@ -530,13 +515,7 @@ def test_a_signal_ends_read_within_seconds_on_a_pipe_it_cannot_reopen(
             signal_after=(1.5, signal.SIGTERM),
         )
         took = time.monotonic() - started - 1.5
-        os.set_blocking(read_end, False)
-        piped = b""
-        try:
-            while chunk := os.read(read_end, 65536):
-                piped += chunk
-        except BlockingIOError:
-            pass
+        piped = read_what_is_there(read_end)
     finally:
         os.close(read_end)
         os.close(write_end)
