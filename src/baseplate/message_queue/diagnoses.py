@@ -138,6 +138,15 @@ def _refused(
             queue=name,
             mount=system.MOUNT_COMMAND,
         )
+    # The fields both refusals below name: the queue, and whose it is.
+    whose: Dict[str, Any] = {
+        "operation": operation,
+        "queue": name,
+        "owner": owner.user or str(owner.uid),
+        "uid": owner.uid,
+        "group": system.group_name(owner.gid) or str(owner.gid),
+        "queue_mode": owner.mode,
+    }
     if owner.uid == os.geteuid():
         return os_error(
             QueuePermissionError,
@@ -146,13 +155,8 @@ def _refused(
             "({owner}, uid {uid}, group {group}), but its mode {queue_mode:04o} does not allow "
             "even its owner to " + use + ". Its owner may change that (chmod 600 {path}), or "
             "re-create the queue",
-            operation=operation,
-            queue=name,
-            owner=owner.user or str(owner.uid),
-            uid=owner.uid,
-            group=system.group_name(owner.gid) or str(owner.gid),
-            queue_mode=owner.mode,
             path=system.mqueue_path(name),
+            **whose,
         )
     return os_error(
         QueuePermissionError,
@@ -162,13 +166,8 @@ def _refused(
         "group {group} (gid {gid}), mode {queue_mode:04o}. To share a queue, its owner "
         "creates it with mode=0o660 (--mode 660) and gives it a group this user is in, or "
         "the consumer runs as {owner} too",
-        operation=operation,
-        queue=name,
-        owner=owner.user or str(owner.uid),
-        uid=owner.uid,
-        group=system.group_name(owner.gid) or str(owner.gid),
         gid=owner.gid,
-        queue_mode=owner.mode,
+        **whose,
     )
 
 
